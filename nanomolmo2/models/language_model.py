@@ -1,0 +1,237 @@
+"""The language model: a Qwen3 decoder in plain PyTorch.
+
+Per block: RMSNorm -> grouped-query attention (fused q/k/v projection, per-head q/k RMSNorm before RoPE,
+`F.scaled_dot_product_attention`) -> residual -> RMSNorm -> SwiGLU MLP -> residual. The embedding table
+has 128 extra rows for the Molmo2 special tokens; the output head covers only the base vocabulary.
+`LanguageModel.from_pretrained(dir)` reads a Hugging Face Qwen3 folder (e.g. Qwen/Qwen3-0.6B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import KVCache, build_attention_mask
+from .config import LanguageModelConfig
+from .loss import causal_lm_loss
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # [B, L, vocab], or [N, vocab] at the N loss positions when labels are given
+    loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None  # [B, L, D] after the final norm
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in fp32 whatever the input dtype (as Qwen3 does)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotary_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables for `[B, L]` positions -> cos, sin `[B, 1, L, head_dim]` (rotate-half layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float) / head_dim))
+    freqs = position_ids[..., None].float() * inv_freq  # [B, L, head_dim/2]
+    angles = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, L, head_dim]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LanguageModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = (
+            config.num_heads,
+            config.num_kv_heads,
+            config.head_dim,
+        )
+        self.qkv_proj = nn.Linear(
+            config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=False
+        )
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, L, _ = x.shape
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = self.q_norm(q.view(B, L, self.num_heads, self.head_dim)).transpose(1, 2)  # [B, H, L, hd]
+        k = self.k_norm(k.view(B, L, self.num_kv_heads, self.head_dim)).transpose(1, 2)  # [B, KV, L, hd]
+        v = v.view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_idx, k, v)
+        # is_causal aligns the mask top-left, which is only right when no keys come from the cache.
+        is_causal = mask is None and past == 0 and L > 1
+        if mask is None and past > 0 and L > 1:
+            mask = build_attention_mask(L, past + L, attention_mask=torch.ones(B, past + L, device=x.device))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(B, L, q_size))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)); up and gate share one matmul (stored [up; gate] as Molmo2 does)."""
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__()
+        self.up_gate_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, gate = self.up_gate_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, config: LanguageModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn = Attention(config, layer_idx)
+        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, mask, cache):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size + config.additional_vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderBlock(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = (
+            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
+        self.gradient_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """`[vocab, D]`: the output head (the base rows of the embedding table when tied)."""
+        if self.lm_head is None:
+            return self.embed_tokens.weight[: self.config.vocab_size]
+        return self.lm_head.weight
+
+    def hidden_states(
+        self,
+        inputs_embeds: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        vision_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Run the decoder on `[B, L, D]` embeddings; return the final-normed hidden states `[B, L, D]`.
+
+        position_ids: `[B, L]` (default: consecutive, after what the cache holds).
+        attention_mask: `[B, past + L]`, 1 for real tokens, 0 for padding.
+        segment_ids: `[B, L]` example ids of packed sequences (tokens attend only within their example).
+        vision_mask: `[B, L]` True at vision tokens, which attend to each other bidirectionally.
+        """
+        B, L, _ = inputs_embeds.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + L, device=inputs_embeds.device).expand(B, L)
+        if past and segment_ids is not None:
+            raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+        mask = build_attention_mask(
+            L,
+            past + L,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
+            vision_mask=None if vision_mask is None else _left_pad(vision_mask, past),
+            device=inputs_embeds.device,
+        )
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, inputs_embeds.dtype)
+        x = inputs_embeds
+        for block in self.layers:
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, cache, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(L)
+        return self.norm(x)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        loss_weights: torch.Tensor | None = None,
+        z_loss_weight: float = 0.0,
+        loss_normalizer: float | torch.Tensor | None = None,
+        **decoder_kwargs,
+    ) -> ModelOutput:
+        """Logits `[B, L, vocab]`; with `labels`, the loss and the logits at the loss positions only."""
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        hidden = self.hidden_states(inputs_embeds, **decoder_kwargs)
+        if labels is None:
+            return ModelOutput(logits=hidden @ self.head_weight.t(), hidden_states=hidden)
+        loss, logits = causal_lm_loss(
+            hidden,
+            labels,
+            self.head_weight,
+            loss_weights=loss_weights,
+            z_loss_weight=z_loss_weight,
+            normalizer=loss_normalizer,
+        )
+        return ModelOutput(logits=logits, loss=loss, hidden_states=hidden)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> LanguageModel:
+        """Load a Hugging Face Qwen3 folder (config.json + safetensors, sharded or not)."""
+        from .hf_format import load_qwen3
+
+        return load_qwen3(Path(path), dtype=dtype)
+
+
+def _left_pad(mask: torch.Tensor, past: int) -> torch.Tensor:
+    """Extend a `[B, L]` per-token flag to `[B, past + L]` (cached tokens: False)."""
+    if past == 0:
+        return mask
+    return torch.cat([mask.new_zeros(mask.shape[0], past), mask], dim=1)

@@ -1,0 +1,143 @@
+"""The vision encoder: a ViT on patchified crops that returns intermediate-layer features.
+
+Input is already cut into patches, `[crops, patches, patch_size * patch_size * 3]` (pixel order: row,
+column, channel), exactly what Molmo2's processor produces. A Linear patch embedding (a conv kernel in
+SigLIP/CLIP checkpoints, reshaped on load) plus a learned position embedding, then pre-norm blocks.
+
+Two flavours, chosen by the config:
+- Molmo2 / SigLIP (default): no class token, gelu-tanh, LayerNorm eps 1e-6;
+- CLIP ViT-L/14-336 (Molmo v1): a class token, a pre-LayerNorm, quick-gelu -> `[B, 577, 1024]`.
+
+Only the blocks up to the deepest feature layer are built and run (Molmo2 reads blocks 24 and 18 of 27).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import VisionConfig
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu}
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_heads
+        self.norm1 = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.qkv_proj = nn.Linear(d, 3 * d)
+        self.o_proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(d, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, d)
+        self.act = ACTIVATIONS[config.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv_proj(self.norm1(x)).view(B, N, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, N, hd]
+        attn = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.o_proj(attn.transpose(1, 2).reshape(B, N, D))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.hidden_size
+        self.patch_embed = nn.Linear(config.patch_dim, d, bias=config.patch_bias)
+        num_positions = config.num_patches + int(config.use_cls_token)
+        self.pos_embed = nn.Parameter(torch.zeros(num_positions, d))
+        if config.use_cls_token:
+            self.cls_embed = nn.Parameter(torch.zeros(d))
+            self.pre_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.blocks = nn.ModuleList(VisionBlock(config) for _ in range(config.num_built_layers))
+        self.frozen = False
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.pos_embed, std=std)
+        if self.config.use_cls_token:
+            nn.init.normal_(self.cls_embed, std=std)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.hidden_size * len(self.config.feature_layers)
+
+    def freeze(self) -> VisionEncoder:
+        """Eval mode, no gradients, and forward under no_grad so no activations are kept."""
+        self.frozen = True
+        self.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> VisionEncoder:
+        return super().train(mode and not self.frozen)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """`[crops, patches, patch_dim]` -> features `[crops, tokens, hidden * len(feature_layers)]`.
+
+        tokens = patches, plus one leading class token for CLIP.
+        """
+        if self.frozen:
+            with torch.no_grad():
+                return self._features(patches)
+        return self._features(patches)
+
+    def _embed(self, patches: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(patches.to(self.patch_embed.weight.dtype))  # [C, N, D]
+        if not self.config.use_cls_token:
+            return x + self.pos_embed
+        cls = self.cls_embed.expand(x.shape[0], 1, -1)
+        return self.pre_norm(torch.cat([cls, x], dim=1) + self.pos_embed)  # [C, 1 + N, D]
+
+    def _features(self, patches: torch.Tensor) -> torch.Tensor:
+        wanted = self.config.resolved_feature_layers
+        x, outputs = self._embed(patches), {}
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in wanted:
+                outputs[i] = x
+        return torch.cat([outputs[i] for i in wanted], dim=-1)
+
+    def hidden_states(self, patches: torch.Tensor) -> list[torch.Tensor]:
+        """Output of every built block, `[crops, tokens, hidden]` each (for inspection and tests)."""
+        x, states = self._embed(patches), []
+        for block in self.blocks:
+            x = block(x)
+            states.append(x)
+        return states
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        feature_layers: tuple[int, ...] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> VisionEncoder:
+        """Load the ViT of a Molmo2 folder, or a Hugging Face SigLIP / CLIP vision folder."""
+        from .hf_format import load_vision_encoder
+
+        return load_vision_encoder(Path(path), feature_layers=feature_layers, dtype=dtype)
