@@ -147,3 +147,27 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model.gradient_checkpointing = True
     model(ids, labels=ids).loss.backward()
     assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(plain, model.parameters(), strict=True))
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    torch.manual_seed(0)
+    hf = randomize(
+        Qwen3ForCausalLM(
+            Qwen3Config(
+                vocab_size=300,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=3,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                head_dim=16,
+                tie_word_embeddings=False,
+            )
+        )
+    ).eval()
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ours = LanguageModel.from_pretrained(tmp_path).eval()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(ids).logits).abs().max() <= TOL

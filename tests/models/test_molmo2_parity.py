@@ -177,3 +177,18 @@ def test_batch_of_two_images_matches_transformers(reference):
     with torch.no_grad():
         expected, got = hf(**inputs).logits, ours(**inputs).logits
     assert got.shape[0] == 2 and _max_diff(got, expected) <= TOL
+
+
+def test_sampling_is_seeded_and_top_p_narrows_to_greedy(reference):
+    _, ours, _ = reference
+    ids = torch.tensor([[151645, 300, 301, 302]])
+
+    def sample(seed, **kw):
+        return ours.generate(
+            ids, max_new_tokens=6, eos_token_id=-1, generator=torch.Generator().manual_seed(seed), **kw
+        )
+
+    assert torch.equal(sample(0, temperature=1.0), sample(0, temperature=1.0))
+    assert not torch.equal(sample(0, temperature=5.0), sample(1, temperature=5.0))
+    # A nucleus this small holds only the most likely token: sampling becomes greedy.
+    assert torch.equal(sample(2, temperature=1.0, top_p=1e-6), ours.generate(ids, max_new_tokens=6, eos_token_id=-1))
