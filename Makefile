@@ -1,18 +1,30 @@
-# nanoMolmo2: `make test` sets up .venv (pinned versions) on first use, then runs the tests.
+# nanoMolmo2: `make test` sets up the environments (pinned versions) on first use, then runs the tests.
+#   .venv      the project: CPU torch 2.13, the package (editable) and its dev tools
+#   .venv-ref  reference only: transformers' Molmo2 image/video processors need torchvision (torch 2.14.1)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REF_VENV := .venv-ref
+REF_STAMP := $(REF_VENV)/.installed
+PIP_FLAGS := -q --disable-pip-version-check
 
 .PHONY: test lint format clean
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml requirements-dev.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.lock
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.lock
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.lock
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+$(REF_STAMP): requirements-ref.lock requirements-nodeps.lock
+	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-ref.lock
+	$(REF_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.lock
+	touch $(REF_STAMP)
+
+test: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -24,4 +36,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(REF_VENV) .pytest_cache .ruff_cache
