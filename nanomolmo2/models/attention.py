@@ -3,6 +3,8 @@
 The decoder is causal, with three refinements Molmo2 needs:
 - vision tokens of one example attend to each other in both directions (one bidirectional block);
 - packed sequences: `segment_ids` keep each example to itself;
+- several annotations of one image: `annotation_ids` (0 = the shared prefix holding the image, k = the
+  k-th annotation) let each annotation see the prefix and itself, never another annotation;
 - padding: `attention_mask` (1 = real token) hides padded keys.
 The mask is a boolean `[B, 1, q_len, kv_len]` tensor (True = may attend) for `F.scaled_dot_product_attention`,
 or None when plain causal attention is enough (then SDPA's `is_causal` fast path is used).
@@ -21,15 +23,15 @@ def build_attention_mask(
     *,
     attention_mask: torch.Tensor | None = None,
     segment_ids: torch.Tensor | None = None,
+    annotation_ids: torch.Tensor | None = None,
     vision_mask: torch.Tensor | None = None,
     device: torch.device | None = None,
 ) -> torch.Tensor | None:
     """Mask for `q_len` new tokens that follow `kv_len - q_len` cached ones.
 
-    attention_mask, segment_ids, vision_mask: `[B, kv_len]` (or `[B, q_len]` for segment/vision ids when
-    there is no cache), covering every key position.
+    attention_mask, segment_ids, annotation_ids, vision_mask: `[B, kv_len]`, covering every key position.
     """
-    if attention_mask is None and segment_ids is None and vision_mask is None:
+    if attention_mask is None and segment_ids is None and annotation_ids is None and vision_mask is None:
         return None  # plain causal (or a single new token that may see everything before it)
     offset = kv_len - q_len
     q_pos = torch.arange(offset, kv_len, device=device)[:, None]  # [q, 1]
@@ -40,6 +42,9 @@ def build_attention_mask(
         allowed = allowed | (vision[:, offset:, None] & vision[:, None, :])
     if segment_ids is not None:
         allowed = allowed & (segment_ids[:, offset:, None] == segment_ids[:, None, :])
+    if annotation_ids is not None:
+        key_annotation = annotation_ids[:, None, :]
+        allowed = allowed & ((key_annotation == 0) | (annotation_ids[:, offset:, None] == key_annotation))
     if attention_mask is not None:
         allowed = allowed & attention_mask.bool()[:, None, :]
     # A padded query with nothing to attend to would give NaN, which then leaks through 0-weight

@@ -160,6 +160,7 @@ class LanguageModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        annotation_ids: torch.Tensor | None = None,
         vision_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
@@ -168,19 +169,22 @@ class LanguageModel(nn.Module):
         position_ids: `[B, L]` (default: consecutive, after what the cache holds).
         attention_mask: `[B, past + L]`, 1 for real tokens, 0 for padding.
         segment_ids: `[B, L]` example ids of packed sequences (tokens attend only within their example).
+        annotation_ids: `[B, L]` 0 on an example's shared prefix, k on its k-th annotation (which sees
+            the prefix and itself only).
         vision_mask: `[B, L]` True at vision tokens, which attend to each other bidirectionally.
         """
         B, L, _ = inputs_embeds.shape
         past = cache.length if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + L, device=inputs_embeds.device).expand(B, L)
-        if past and segment_ids is not None:
-            raise ValueError("segment_ids (packing) cannot be combined with a KV cache")
+        if past and (segment_ids is not None or annotation_ids is not None):
+            raise ValueError("segment_ids / annotation_ids (packing) cannot be combined with a KV cache")
         mask = build_attention_mask(
             L,
             past + L,
             attention_mask=attention_mask,
             segment_ids=segment_ids,
+            annotation_ids=annotation_ids,
             vision_mask=None if vision_mask is None else _left_pad(vision_mask, past),
             device=inputs_embeds.device,
         )

@@ -88,6 +88,7 @@ class NanoMolmo2(nn.Module):
         *,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
+        annotation_ids: torch.Tensor | None = None,
         loss_weights: torch.Tensor | None = None,
         z_loss_weight: float = 0.0,
         loss_normalizer: float | torch.Tensor | None = None,
@@ -97,7 +98,7 @@ class NanoMolmo2(nn.Module):
         """Logits `[B, L, vocab]`, or with `labels` the loss and the logits at the loss positions `[N, vocab]`.
 
         mm_token_type_ids: `[B, L]`, 1 at vision tokens (the processor's output); they attend bidirectionally.
-        segment_ids / position_ids: packed sequences (see LanguageModel.hidden_states).
+        segment_ids / annotation_ids / position_ids: packed sequences (see LanguageModel.hidden_states).
         loss_weights: `[B, L]` per-token weights aligned with labels; z_loss_weight: PaLM's z-loss.
         """
         embeds = self.embed(input_ids, pixel_values, image_token_pooling, pixel_values_videos, video_token_pooling)
@@ -106,6 +107,7 @@ class NanoMolmo2(nn.Module):
             position_ids=position_ids,
             attention_mask=attention_mask,
             segment_ids=segment_ids,
+            annotation_ids=annotation_ids,
             vision_mask=None if mm_token_type_ids is None else mm_token_type_ids > 0,
             cache=cache,
         )

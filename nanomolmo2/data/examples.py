@@ -1,0 +1,115 @@
+"""Training examples: media + conversations -> tokens, labels and loss weights in Molmo2's chat layout.
+
+One `Example` is one image (or several, or none) with one or more `Conversation`s about it. Tokenised,
+the media come first and are shared by all conversations (REFERENCE.md sections 2 and 5):
+
+    BOS  [Image 1] <vision tokens> [Image 2] <vision tokens> ...          annotation 0, positions 0..P-1
+    <|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>  annotation 1, positions P..
+    <|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>  annotation 2, positions P..
+
+Each conversation sees the shared prefix and itself only (annotation ids), its positions restart after the
+prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss. Multi-turn conversations
+continue with `\\n<|im_start|>user\\n...` as Molmo2's chat template writes them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models.loss import IGNORE_INDEX
+from .image_preprocessing import ImageInputs
+from .processor import VISION_TOKEN_IDS, Processor
+
+# Answers made of points: Molmo2 gives their tokens a flat, small weight (REFERENCE.md section 5).
+POINT_STYLES = ("pointing", "point_count", "count_point", "tracking", "video_pointing")
+POINT_TOKEN_WEIGHT = 0.2
+
+
+@dataclass
+class Conversation:
+    turns: list[tuple[str, str]]  # (user, assistant) pairs
+    style: str = "chat"  # the task that produced it: caption, pointing, counting, vqa, chat, ...
+
+
+@dataclass
+class Example:
+    conversations: list[Conversation]
+    images: list[str | Path] = field(default_factory=list)  # up to 5; their order is "Image 1", "Image 2", ...
+    source: str = ""  # "file.jsonl:line" for error messages
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: torch.Tensor  # [L] int64
+    labels: torch.Tensor  # [L] int64, IGNORE_INDEX where there is no loss
+    loss_weights: torch.Tensor  # [L] float32 (0 where there is no loss)
+    position_ids: torch.Tensor  # [L] int64, restarting after the shared prefix for every conversation
+    annotation_ids: torch.Tensor  # [L] int64, 0 on the prefix, k on conversation k
+    mm_token_type_ids: torch.Tensor  # [L] int64, 1 on vision tokens
+    vision: list[ImageInputs]  # the media of the prefix, in token order
+    source: str = ""
+    origin: tuple[int, int, int] = (-1, -1, -1)  # (stream position, dataset, row) when drawn from a mixture
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def turn_tokens(processor: Processor, user: str, answer: str, first: bool) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of one exchange; the answer includes its closing <|im_end|>."""
+    tok = processor.tokenizer
+    prompt = ("" if first else "\n") + f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    return tok.encode(prompt), tok.encode(answer) + [tok.eos_id]
+
+
+def answer_weight(style: str, num_answer_tokens: int, num_conversations: int, weighting: str) -> float:
+    """Molmo2's SFT weighting: 2/sqrt(answer tokens), points flat 0.2, all / sqrt(conversations); or 1."""
+    if weighting == "none":
+        return 1.0
+    base = POINT_TOKEN_WEIGHT if style in POINT_STYLES else 2.0 / math.sqrt(num_answer_tokens)
+    return base / math.sqrt(num_conversations)
+
+
+def tokenize_example(
+    example: Example, processor: Processor, weighting: str = "none", max_crops: int | None = None
+) -> TokenizedExample:
+    """Load and preprocess the media, tokenise every conversation (see the module docstring for the layout).
+
+    weighting: "none" (every answer token 1.0) or "molmo2" (Molmo2's SFT loss weights).
+    """
+    vision = [processor.preprocess(image, max_crops) for image in example.images]
+    prefix = [processor.tokenizer.eos_id]  # Molmo2's BOS for Qwen
+    for i, image in enumerate(vision):
+        label = f"Image {i + 1}" if len(vision) > 1 else ""
+        prefix += (processor.tokenizer.encode(label) if label else []) + processor.image_token_ids(image.grid)
+
+    ids = list(prefix)
+    labels = [IGNORE_INDEX] * len(prefix)
+    weights = [0.0] * len(prefix)
+    positions = list(range(len(prefix)))
+    annotations = [0] * len(prefix)
+    for k, conversation in enumerate(example.conversations, start=1):
+        start = len(ids)
+        for t, (user, answer) in enumerate(conversation.turns):
+            prompt_ids, answer_ids = turn_tokens(processor, user, answer, first=t == 0)
+            weight = answer_weight(conversation.style, len(answer_ids), len(example.conversations), weighting)
+            ids += prompt_ids + answer_ids
+            labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+            weights += [0.0] * len(prompt_ids) + [weight] * len(answer_ids)
+        positions += range(len(prefix), len(prefix) + len(ids) - start)
+        annotations += [k] * (len(ids) - start)
+
+    input_ids = torch.tensor(ids)
+    return TokenizedExample(
+        input_ids=input_ids,
+        labels=torch.tensor(labels),
+        loss_weights=torch.tensor(weights, dtype=torch.float32),
+        position_ids=torch.tensor(positions),
+        annotation_ids=torch.tensor(annotations),
+        mm_token_type_ids=torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS)).long(),
+        vision=vision,
+        source=example.source,
+    )

@@ -1,0 +1,143 @@
+"""Molmo2's image preprocessing: crops, resizing, patches and pooling windows, in torch and PIL.
+
+One image becomes
+- a global crop: the whole image resized to `crop_size` x `crop_size`, and
+- up to `max_crops` overlapping crops of a resized "canvas": the tiling (rows x cols) is the one needing
+  the least up-scaling (or least down-scaling); neighbouring crops overlap by `overlap_margins` patches and
+  the overlap is dropped from the pooling index so that every canvas patch is pooled exactly once.
+Crops are cut into 14x14x3 patches `[crops, patches, 588]`; `token_pooling` `[tokens, ph*pw]` lists the
+patch indices each vision token pools (-1 = padding). Numbers match transformers' Molmo2ImageProcessor
+(bilinear, no antialias, resized in float then rounded and clamped to uint8, then x/255*2-1).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ImageInputs:
+    pixel_values: torch.Tensor  # [crops, patches, patch*patch*3] float32
+    token_pooling: torch.Tensor  # [tokens, pool_h*pool_w] int64 patch indices into this image's crops, -1 = none
+    grid: tuple[int, int, int, int]  # pooled (low-res rows, cols, high-res rows, cols)
+
+
+def load_image(source: str | Path | PIL.Image.Image) -> PIL.Image.Image:
+    """Open an image file (or take a PIL image) and apply its EXIF orientation, so pixels are upright."""
+    image = source if isinstance(source, PIL.Image.Image) else PIL.Image.open(source)
+    return PIL.ImageOps.exif_transpose(image)
+
+
+def to_rgb(image: PIL.Image.Image | np.ndarray) -> np.ndarray:
+    """`[H, W, 3]` uint8 RGB; transparency is composited onto white (as transformers' convert_to_rgb)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        return np.ascontiguousarray(image[..., :3].astype(np.uint8))
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.array(PIL.Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.array(image.convert("RGB"))
+
+
+def select_tiling(height: float, width: float, window: int, max_crops: int) -> tuple[int, int]:
+    """(rows, cols), rows*cols <= max_crops, needing the least up-scaling of the image to cover it; if every
+    tiling is smaller than the image, the one needing the least down-scaling. Ties: fewer crops, then fewer rows."""
+    tilings = sorted(
+        ((h, w) for h, w in itertools.product(range(1, max_crops + 1), repeat=2) if h * w <= max_crops),
+        key=lambda t: (t[0] * t[1], t[0]),
+    )
+    sizes = torch.tensor(tilings, dtype=torch.int32).float() * window  # [n, 2] pixels covered by each tiling
+    scale = (sizes / torch.tensor([height, width], dtype=torch.float32)).amin(dim=-1)  # [n]
+    if bool((scale < 1).all()):
+        return tilings[int(scale.argmax())]
+    return tilings[int(torch.where(scale < 1.0, 10e9, scale).argmin())]
+
+
+def resize_normalized(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 `[N, 3, H, W]` -> float `[N, 3, height, width]` in [-1, 1] (bilinear, no antialias)."""
+    resized = F.interpolate(image.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+    resized = resized.round().clamp(0, 255).to(torch.uint8)
+    return (resized.float() - 127.5) / 127.5  # x/255*2-1, in the order transformers computes it
+
+
+def pooling_windows(index_grid: torch.Tensor, pool_h: int, pool_w: int) -> tuple[torch.Tensor, int, int]:
+    """Group a `[h, w]` grid of patch indices into `[rows*cols, pool_h*pool_w]` windows, padding the grid
+    symmetrically with -1 up to a multiple of the window (extra padding goes bottom/right)."""
+    pad_h = -index_grid.shape[0] % pool_h
+    pad_w = -index_grid.shape[1] % pool_w
+    grid = F.pad(index_grid, (pad_w // 2, (pad_w + 1) // 2, pad_h // 2, (pad_h + 1) // 2), value=-1)
+    rows, cols = grid.shape[0] // pool_h, grid.shape[1] // pool_w
+    windows = grid.reshape(rows, pool_h, cols, pool_w).permute(0, 2, 1, 3).reshape(rows * cols, pool_h * pool_w)
+    return windows, rows, cols
+
+
+def patchify(crops: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """`[N, S, S, C]` -> `[N, (S/p)^2, p*p*C]`, patches in row-major order, pixels (row, col, channel)."""
+    n, s, _, c = crops.shape
+    side = s // patch_size
+    patches = crops.reshape(n, side, patch_size, side, patch_size, c).transpose(2, 3)
+    return patches.reshape(n, side * side, patch_size * patch_size * c)
+
+
+def preprocess_image(
+    image: PIL.Image.Image | np.ndarray,
+    crop_size: int = 378,
+    patch_size: int = 14,
+    max_crops: int = 8,
+    overlap_margins: tuple[int, int] = (4, 4),
+    pooling: tuple[int, int] = (2, 2),
+) -> ImageInputs:
+    """One image -> global crop + overlapping crops, as patches with their pooling windows.
+
+    max_crops=0 keeps only the global crop (a cheaper layout for tiny models; not a Molmo2 layout).
+    """
+    pixels = torch.from_numpy(to_rgb(image)).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
+    height, width = pixels.shape[-2:]
+    side = crop_size // patch_size
+    patches_per_crop = side * side
+
+    global_crop = resize_normalized(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [1, S, S, 3]
+    low_pooling, low_h, low_w = pooling_windows(torch.arange(patches_per_crop).reshape(side, side), *pooling)
+    if max_crops == 0:
+        return ImageInputs(patchify(global_crop, patch_size), low_pooling, (low_h, low_w, 0, 0))
+
+    left, right = overlap_margins
+    window_patches = side - left - right
+    window = window_patches * patch_size
+    margin = (left + right) * patch_size
+    rows, cols = select_tiling(height - margin, width - margin, window, max_crops)
+    canvas_h, canvas_w = rows * window + margin, cols * window + margin
+    canvas = resize_normalized(pixels, canvas_h, canvas_w)  # [1, 3, canvas_h, canvas_w]
+    crops = canvas.unfold(2, crop_size, window).unfold(3, crop_size, window)  # [1, 3, rows, cols, S, S]
+    crops = crops.permute(0, 2, 3, 4, 5, 1).reshape(rows * cols, crop_size, crop_size, 3)
+
+    # Patch ids of every crop, with the overlap margins shared with a neighbour blanked out (-1) so that
+    # each canvas patch keeps exactly one id; what remains tiles the canvas patch grid row by row.
+    ids = torch.arange(rows * cols * patches_per_crop).reshape(rows, cols, side, side)
+    if left:
+        ids[1:, :, :left, :] = -1
+        ids[:, 1:, :, :left] = -1
+    if right:
+        ids[:-1, :, -right:, :] = -1
+        ids[:, :-1, :, -right:] = -1
+    ids = ids.permute(0, 2, 1, 3).reshape(-1)
+    canvas_grid = ids[ids >= 0].reshape(canvas_h // patch_size, canvas_w // patch_size)
+    high_pooling, high_h, high_w = pooling_windows(canvas_grid, *pooling)
+    high_pooling = torch.where(high_pooling >= 0, high_pooling + patches_per_crop, -1)  # after the global crop
+
+    all_crops = torch.cat([global_crop, crops])  # [1 + rows*cols, S, S, 3]
+    return ImageInputs(
+        pixel_values=patchify(all_crops, patch_size),
+        token_pooling=torch.cat([low_pooling, high_pooling]),
+        grid=(low_h, low_w, high_h, high_w),
+    )

@@ -1,0 +1,115 @@
+"""The training data stream: mixture -> (worker processes) load + tokenise -> (main process) pack -> batches.
+
+DataLoader workers do the heavy part (decode, resize, tokenise) for stream positions handed out in order;
+the main process packs the examples into fixed-size batches. An item that cannot be used (a missing or
+corrupt image, a malformed annotation) is logged with its path and the reason, counted, and skipped.
+
+The stream resumes exactly: `state()` is the next mixture position plus the positions of the examples
+still waiting in the packer, which are fetched again first after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import PIL.Image
+import torch
+
+from .collator import Packer
+from .examples import TokenizedExample, tokenize_example
+from .mixture import Mixture
+from .processor import Processor
+
+log = logging.getLogger(__name__)
+# What a bad media file or row raises while being loaded; anything else is a bug and propagates.
+SKIPPABLE_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, PIL.Image.DecompressionBombError)
+
+
+@dataclass
+class Skipped:
+    origin: tuple[int, int, int]
+    source: str
+    reason: str
+
+
+class ExampleSource(torch.utils.data.Dataset):
+    """Item (position, dataset, row) of a mixture -> a TokenizedExample, or Skipped with the reason."""
+
+    def __init__(self, mixture: Mixture, processor: Processor, weighting: str = "none", max_crops: int | None = None):
+        self.mixture, self.processor, self.weighting, self.max_crops = mixture, processor, weighting, max_crops
+
+    def __len__(self) -> int:  # the stream is endless; DataLoader only needs a number
+        return 2**62
+
+    def __getitem__(self, origin: tuple[int, int, int]) -> TokenizedExample | Skipped:
+        _, dataset, row = origin
+        source = f"dataset {dataset} row {row}"
+        try:
+            example = self.mixture.datasets[dataset][row]
+            source = example.source or source
+            if not example.conversations:
+                return Skipped(origin, source, "no usable annotation")
+            tokenized = tokenize_example(example, self.processor, self.weighting, self.max_crops)
+        except SKIPPABLE_ERRORS as e:
+            return Skipped(origin, source, f"{type(e).__name__}: {e}")
+        tokenized.origin = origin
+        return tokenized
+
+
+class _Origins(torch.utils.data.Sampler):
+    def __init__(self, mixture: Mixture, start: int, pending: list[tuple[int, int, int]]) -> None:
+        self.mixture, self.start, self.pending = mixture, start, pending
+
+    def __iter__(self):
+        yield from self.pending
+        yield from self.mixture.stream(self.start)
+
+
+class DataStream:
+    """Endless packed batches from a mixture; `state()` / `start=` resume it exactly."""
+
+    def __init__(
+        self,
+        mixture: Mixture,
+        processor: Processor,
+        rows: int,
+        seq_len: int,
+        num_workers: int = 0,
+        weighting: str = "none",
+        max_crops: int | None = None,
+        state: dict | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        state = state or {"next_position": 0, "pending": []}
+        self.pin_memory = pin_memory  # page-locked batches copy to the GPU asynchronously
+        self.packer = Packer(rows, seq_len)
+        self.skipped: Counter[str] = Counter()
+        self._next_position = state["next_position"]
+        self._loader = torch.utils.data.DataLoader(
+            ExampleSource(mixture, processor, weighting, max_crops),
+            batch_size=None,
+            sampler=_Origins(mixture, state["next_position"], [tuple(p) for p in state["pending"]]),
+            num_workers=num_workers,
+            collate_fn=lambda item: item,
+            prefetch_factor=4 if num_workers else None,
+            persistent_workers=num_workers > 0,
+        )
+
+    def state(self) -> dict:
+        """Where to restart: the examples still in the packer are fetched again, then the stream goes on."""
+        return {"next_position": self._next_position, "pending": [list(e.origin) for e in self.packer.pending]}
+
+    def __iter__(self) -> Iterator[dict]:
+        for item in self._loader:
+            if item.origin[0] >= self._next_position:
+                self._next_position = item.origin[0] + 1
+            if isinstance(item, Skipped):
+                self.skipped[item.reason.split(":")[0]] += 1
+                log.warning("skipped %s: %s", item.source, item.reason)
+                continue
+            batch = self.packer.add(item)
+            if batch is not None:
+                yield {k: v.pin_memory() if self.pin_memory and torch.is_tensor(v) else v for k, v in batch.items()}

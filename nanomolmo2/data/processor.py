@@ -1,0 +1,148 @@
+"""The processor: text with `<|image|>` markers + images -> the model's input tensors.
+
+`Processor()(text, images=[...])` returns the same keys and values as transformers' `Molmo2Processor`
+configured like the released models: a BOS (`<|im_end|>` for Qwen) first, then every `<|image|>` replaced
+by the image's vision tokens
+
+    <low_res_im_start> (<im_patch> x W0) x H0 <im_end>  <im_start> ((<im_patch> x W) <im_col>) x H <im_end>
+
+(no `<im_col>` in the low-res part), `mm_token_type_ids` = 1 on every vision structure token, and the
+pixels / pooling windows of all images concatenated (pooling indices shifted past earlier images' crops).
+Crop size, patch size and pooling come from the vision config, so one code path serves the 378-px
+Molmo2 encoder and the tiny CPU models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ..models.config import (
+    FRAME_END_ID,
+    FRAME_START_ID,
+    IM_END_ID,
+    IMAGE_COL_ID,
+    IMAGE_END_ID,
+    IMAGE_PATCH_ID,
+    IMAGE_START_ID,
+    LOW_RES_IMAGE_START_ID,
+    NanoMolmo2Config,
+)
+from .image_preprocessing import ImageInputs, load_image, preprocess_image
+from .tokenizer import Tokenizer
+
+IMAGE_MARKER = "<|image|>"
+IM_LOW_ID = 151942
+# Every token of an image/frame block; these attend to each other bidirectionally inside the model.
+VISION_TOKEN_IDS = (
+    IMAGE_PATCH_ID,
+    IMAGE_COL_ID,
+    IMAGE_START_ID,
+    LOW_RES_IMAGE_START_ID,
+    FRAME_START_ID,
+    IMAGE_END_ID,
+    FRAME_END_ID,
+    IM_LOW_ID,
+)
+
+ImageSource = str | Path | PIL.Image.Image | np.ndarray
+
+
+class Processor:
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None = None,
+        crop_size: int = 378,
+        patch_size: int = 14,
+        max_crops: int = 8,
+        overlap_margins: tuple[int, int] = (4, 4),
+        image_pooling: tuple[int, int] = (2, 2),
+        video_pooling: tuple[int, int] = (3, 3),
+    ) -> None:
+        self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
+        self.crop_size, self.patch_size = crop_size, patch_size
+        self.max_crops, self.overlap_margins = max_crops, tuple(overlap_margins)
+        self.image_pooling, self.video_pooling = tuple(image_pooling), tuple(video_pooling)
+
+    @classmethod
+    def for_model(cls, config: NanoMolmo2Config, tokenizer: Tokenizer | None = None, **overrides) -> Processor:
+        """A processor matching a model's vision encoder (crop and patch size) and connector (pooling)."""
+        settings = dict(
+            crop_size=config.vision.image_size,
+            patch_size=config.vision.patch_size,
+            image_pooling=config.connector.image_pooling,
+            video_pooling=config.connector.video_pooling,
+        )
+        return cls(tokenizer, **{**settings, **overrides})
+
+    # ------------------------------------------------------------ images
+
+    def preprocess(self, image: ImageSource, max_crops: int | None = None) -> ImageInputs:
+        if isinstance(image, str | Path):
+            image = load_image(image)
+        return preprocess_image(
+            image,
+            crop_size=self.crop_size,
+            patch_size=self.patch_size,
+            max_crops=self.max_crops if max_crops is None else max_crops,
+            overlap_margins=self.overlap_margins,
+            pooling=self.image_pooling,
+        )
+
+    @staticmethod
+    def image_token_ids(grid: tuple[int, int, int, int]) -> list[int]:
+        """The vision tokens of one image with pooled grid (low-res rows, cols, high-res rows, cols)."""
+        low_h, low_w, high_h, high_w = grid
+        tokens = [LOW_RES_IMAGE_START_ID] + [IMAGE_PATCH_ID] * (low_h * low_w) + [IMAGE_END_ID]
+        if high_h:
+            tokens += [IMAGE_START_ID] + ([IMAGE_PATCH_ID] * high_w + [IMAGE_COL_ID]) * high_h + [IMAGE_END_ID]
+        return tokens
+
+    # ------------------------------------------------------------ text + images
+
+    def encode_with_images(self, text: str, images: list[ImageInputs]) -> list[int]:
+        """Tokenise `text`, replacing its i-th `<|image|>` by the tokens of `images[i]`."""
+        pieces = text.split(IMAGE_MARKER)
+        if len(pieces) - 1 != len(images):
+            raise ValueError(f"text has {len(pieces) - 1} {IMAGE_MARKER} markers but {len(images)} images were given")
+        ids = self.tokenizer.encode(pieces[0])
+        for image, piece in zip(images, pieces[1:], strict=True):
+            ids += self.image_token_ids(image.grid) + self.tokenizer.encode(piece)
+        return ids
+
+    def __call__(
+        self, text: str, images: list[ImageSource] | None = None, max_crops: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One example: `text` with one `<|image|>` per image -> input tensors (batch dimension 1)."""
+        processed = [self.preprocess(image, max_crops) for image in images or []]
+        input_ids = torch.tensor([[IM_END_ID] + self.encode_with_images(text, processed)])  # BOS first
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS)).long(),
+        }
+        if processed:
+            pixel_values, pooling = merge_vision_inputs(processed)
+            out["pixel_values"] = pixel_values
+            out["image_token_pooling"] = pooling
+            out["image_grids"] = torch.tensor([p.grid for p in processed])
+            out["image_num_crops"] = torch.tensor([p.pixel_values.shape[0] for p in processed])
+        return out
+
+
+def merge_vision_inputs(parts: list[ImageInputs]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate the crops of several images and shift each one's pooling indices past the crops before it.
+
+    Windows of different sizes (2x2 images, 3x3 video frames) are padded with -1 to the widest.
+    Returns pixel_values `[all crops, P, D]` and pooling `[all tokens, widest window]`.
+    """
+    width = max(p.token_pooling.shape[1] for p in parts)
+    offset, pooled = 0, []
+    for part in parts:
+        windows = torch.where(part.token_pooling >= 0, part.token_pooling + offset, -1)
+        pooled.append(torch.nn.functional.pad(windows, (0, width - windows.shape[1]), value=-1))
+        offset += part.pixel_values.shape[0] * part.pixel_values.shape[1]
+    return torch.cat([p.pixel_values for p in parts]), torch.cat(pooled)

@@ -1,0 +1,110 @@
+"""Packing: the same per-example results as running each example alone, and efficient bins."""
+
+import torch
+
+from nanomolmo2.data.collator import Packer, collate, first_fit_decreasing, pad_batches
+from nanomolmo2.data.examples import Conversation, Example, tokenize_example
+from nanomolmo2.data.processor import Processor
+from nanomolmo2.models import ConnectorConfig, NanoMolmo2, NanoMolmo2Config
+from tests.models.reference import randomize
+
+from .media import real_photos
+
+
+def tiny_model():
+    config = NanoMolmo2Config.tiny()
+    config.vision.image_size = 56
+    config.connector = ConnectorConfig.tiny()
+    torch.manual_seed(0)
+    return randomize(NanoMolmo2(config)).eval()
+
+
+def examples(processor):
+    photos = real_photos()
+    return [
+        Example(
+            [Conversation([("What animal?", "A cat.")]), Conversation([("Colour?", "Orange and brown.")])],
+            [photos["chelsea"]],
+        ),
+        Example([Conversation([("What is 2 + 2?", "4."), ("And 3 + 3?", "6.")])]),
+        Example([Conversation([("Describe.", "A rocket on a launch pad.")])], [photos["rocket"]]),
+        Example([Conversation([("Compare.", "Different.")])], [photos["china"], photos["flower"]]),
+    ]
+
+
+def per_token_losses(model, batch):
+    """Loss of every labelled token, in row-major token order."""
+    inputs = {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in ("labels", "loss_weights")}
+    logits = model(**inputs).logits
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    return torch.nn.functional.cross_entropy(logits[:, :-1][keep], targets[keep], reduction="none")
+
+
+def test_packed_batch_equals_examples_alone():
+    processor = Processor(crop_size=56, max_crops=2, overlap_margins=(1, 1))
+    model = tiny_model()
+    tokenized = [tokenize_example(e, processor) for e in examples(processor)]
+    with torch.no_grad():
+        alone = torch.cat([per_token_losses(model, collate([[e]])) for e in tokenized])
+        packed_batch = collate([tokenized[:3], tokenized[3:]], seq_len=sum(len(e) for e in tokenized[:3]) + 5)
+        packed = per_token_losses(model, packed_batch)
+    assert packed_batch["input_ids"].shape[0] == 2
+    assert torch.allclose(packed, alone, atol=1e-5)
+
+
+def test_annotations_equal_separate_examples():
+    """Two conversations sharing one image = each conversation with its own copy of the image."""
+    processor = Processor(crop_size=56, max_crops=2, overlap_margins=(1, 1))
+    model = tiny_model()
+    photo = real_photos()["astronaut"]
+    a, b = Conversation([("Who?", "An astronaut.")]), Conversation([("Flag?", "Yes, on the left.")])
+    shared = tokenize_example(Example([a, b], [photo]), processor)
+    separate = [tokenize_example(Example([c], [photo]), processor) for c in (a, b)]
+    with torch.no_grad():
+        together = per_token_losses(model, collate([[shared]]))
+        apart = torch.cat([per_token_losses(model, collate([[e]])) for e in separate])
+    assert torch.allclose(together, apart, atol=1e-5)
+
+
+def test_first_fit_decreasing_bins():
+    lengths = [70, 20, 50, 30, 10, 80, 40]
+    bins = first_fit_decreasing(lengths, 100)
+    assert sorted(i for b in bins for i in b) == list(range(7))  # nothing lost or duplicated
+    assert all(sum(lengths[i] for i in b) <= 100 for b in bins)
+    assert len(bins) == 3  # 300 tokens in 3 bins of 100: perfect
+
+
+def test_packer_keeps_every_example_and_reports_efficiency():
+    processor = Processor(crop_size=56, max_crops=0)
+    stream = [
+        tokenize_example(Example([Conversation([(f"Question {i}?", "Answer " + "x " * (i % 7))])]), processor)
+        for i in range(40)
+    ]
+    packer = Packer(rows=2, seq_len=64)
+    batches = list(packer.pack(stream))
+    seen = sorted(int(v) for b in batches for v in b["input_ids"][b["labels"] != -100].tolist() if v != 151645)
+    expected = sorted(int(v) for e in stream for v in e.input_ids[e.labels != -100].tolist() if v != 151645)
+    assert seen == expected  # every answer token of every example, exactly once
+    assert sum(b["num_examples"] for b in batches) == 40
+    assert 0.8 < packer.stats.efficiency <= 1.0
+
+
+def test_over_long_examples_are_skipped_and_counted():
+    processor = Processor(crop_size=56, max_crops=0)
+    long = tokenize_example(Example([Conversation([("Tell me.", "word " * 200)])]), processor)
+    short = tokenize_example(Example([Conversation([("Hi?", "Hi.")])]), processor)
+    packer = Packer(rows=1, seq_len=64)
+    batches = list(packer.pack([long, short]))
+    assert packer.stats.skipped_too_long == 1 and sum(b["num_examples"] for b in batches) == 1
+
+
+def test_padding_batches():
+    processor = Processor(crop_size=56, max_crops=0)
+    stream = [tokenize_example(Example([Conversation([("Q" * (i + 1), "A.")])]), processor) for i in range(5)]
+    batches = list(pad_batches(stream, batch_size=2))
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 2, 1]
+    assert all(
+        b["attention_mask"].sum(1).tolist() == [len(e) for e in chunk]
+        for b, chunk in zip(batches, [stream[:2], stream[2:4], stream[4:]], strict=True)
+    )

