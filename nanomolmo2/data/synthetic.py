@@ -326,6 +326,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", choices=list(LEVELS), default="easy")
     parser.add_argument("--image-size", type=int, default=224, help="image side in pixels (56 to 1024)")
     parser.add_argument("--text", type=int, default=None, help="number of text-only rows (default: images // 10)")
+    parser.add_argument("--videos", type=int, default=0, help="number of videos (videos.jsonl, synthetic_video.py)")
+    parser.add_argument("--video-size", type=int, default=112, help="video frame side in pixels")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -336,3 +338,13 @@ def run(args: argparse.Namespace) -> None:
         f"{sum(info['annotations'].values())} annotations) and {info['text']} text rows "
         f"-> {args.out} in {time.time() - start:.1f}s"
     )
+    if args.videos:
+        from .synthetic_video import write_shapesworld_videos  # here: synthetic_video imports this module
+
+        start = time.time()
+        info = write_shapesworld_videos(args.out, args.videos, args.seed, args.level, args.video_size)
+        print(
+            f"ShapesWorld {info['level']} videos: {info['videos']} videos ({info['frames']} frames, "
+            f"{info['objects']} objects, {sum(info['annotations'].values())} annotations) "
+            f"-> {args.out} in {time.time() - start:.1f}s"
+        )

@@ -98,16 +98,15 @@ def qwen3_config(cfg: dict) -> LanguageModelConfig:
 
 
 def qwen3_state_to_ours(state: dict, model) -> dict:
-    """Qwen3 names -> LanguageModel names; the 128 Molmo2 rows keep the model's fresh initialisation."""
+    """Qwen3 names -> LanguageModel names."""
     state = rename_keys(state, QWEN3_TABLE)
     state = fuse(state, "layers.", ("q_proj", "k_proj", "v_proj"), "qkv_proj")
     state = fuse(state, "layers.", ("up_proj", "gate_proj"), "up_gate_proj")
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # a tied checkpoint may still carry a copy of the embeddings
-    embed = state.get("embed_tokens.weight")
-    if embed is not None and embed.shape[0] == model.config.vocab_size:
-        new_rows = model.embed_tokens.weight.detach()[model.config.vocab_size :].to(embed.dtype)
-        state["embed_tokens.weight"] = torch.cat([embed, new_rows])
+    if "embed_tokens.weight" in state:
+        # Qwen3 has no Molmo2 rows: they keep the model's fresh initialisation.
+        state["embed_tokens.new_weight"] = model.embed_tokens.new_weight.detach().clone()
     return state
 
 

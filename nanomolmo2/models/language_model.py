@@ -57,6 +57,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
+class TokenEmbedding(nn.Module):
+    """The base vocabulary's table plus a separate one for the 128 Molmo2 special tokens (as Molmo2 stores
+    them: `wte.embedding` + `wte.new_embedding`), so that the new rows can train in their own optimizer group."""
+
+    def __init__(self, vocab_size: int, additional_vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim))
+        self.new_weight = nn.Parameter(torch.empty(additional_vocab_size, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        vocab = self.weight.shape[0]
+        base = F.embedding(ids.clamp(max=vocab - 1), self.weight)
+        if self.new_weight.shape[0] == 0:
+            return base
+        new = F.embedding((ids - vocab).clamp(min=0), self.new_weight)
+        return torch.where((ids < vocab)[..., None], base, new)
+
+
 class Attention(nn.Module):
     def __init__(self, config: LanguageModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -130,7 +148,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: LanguageModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size + config.additional_vocab_size, config.hidden_size)
+        self.embed_tokens = TokenEmbedding(config.vocab_size, config.additional_vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderBlock(config, i) for i in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = (
@@ -141,17 +159,18 @@ class LanguageModel(nn.Module):
 
     def reset_parameters(self, std: float = 0.02) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
+            if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, TokenEmbedding):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.normal_(module.new_weight, std=std)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
     @property
     def head_weight(self) -> torch.Tensor:
         """`[vocab, D]`: the output head (the base rows of the embedding table when tied)."""
-        if self.lm_head is None:
-            return self.embed_tokens.weight[: self.config.vocab_size]
-        return self.lm_head.weight
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
     def hidden_states(
         self,

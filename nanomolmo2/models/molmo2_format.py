@@ -189,7 +189,9 @@ def molmo2_state_to_ours(state: dict, config: NanoMolmo2Config) -> dict:
     state = dict(state)
     if WTE in state or WTE_NEW in state:
         parts = [state.pop(k) for k in (WTE, WTE_NEW) if k in state]
-        state["llm.embed_tokens.weight"] = torch.cat(parts)  # released: 151,936 + 128 rows; transformers: two halves
+        table = torch.cat(parts)  # released: 151,936 + 128 rows; transformers 5.24: two equal halves
+        state["llm.embed_tokens.weight"] = table[: config.llm.vocab_size]
+        state["llm.embed_tokens.new_weight"] = table[config.llm.vocab_size :]
     state = rename_keys(state, MOLMO2_TABLE + _projector_table(config))
     state = drop_keys(state, [unused_vision_blocks("vision.blocks.", config.vision.num_built_layers)])
     return fuse(state, "vision.blocks.", ("q_proj", "k_proj", "v_proj"), "qkv_proj")
@@ -197,9 +199,9 @@ def molmo2_state_to_ours(state: dict, config: NanoMolmo2Config) -> dict:
 
 def ours_to_molmo2_state(state: dict, config: NanoMolmo2Config) -> dict:
     state = dict(state)
-    embed = state.pop("llm.embed_tokens.weight")
+    embed, new_embed = state.pop("llm.embed_tokens.weight"), state.pop("llm.embed_tokens.new_weight")
     if "llm.lm_head.weight" not in state:  # tied LM: Molmo2 files carry an explicit head
-        state["llm.lm_head.weight"] = embed[: config.llm.vocab_size]
+        state["llm.lm_head.weight"] = embed
     d = config.vision.hidden_size
     for key in [k for k in state if k.startswith("vision.blocks.") and ".qkv_proj." in k]:
         prefix, kind = key.rsplit(".qkv_proj.", 1)
@@ -207,9 +209,6 @@ def ours_to_molmo2_state(state: dict, config: NanoMolmo2Config) -> dict:
             state[f"{prefix}.{name}.{kind}"] = part
     state = rename_keys(state, reverse(MOLMO2_TABLE + _projector_table(config)))
     # Released split: the base rows, then the 128 Molmo2 rows. Copies, as safetensors refuses shared storage.
-    state[WTE], state[WTE_NEW] = (
-        embed[: config.llm.vocab_size].clone(),
-        embed[config.llm.vocab_size :].clone(),
-    )
+    state[WTE], state[WTE_NEW] = embed.clone(), new_embed.clone()
     state["lm_head.weight"] = state["lm_head.weight"].clone()
     return state

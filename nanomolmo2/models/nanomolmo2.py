@@ -150,7 +150,7 @@ class NanoMolmo2(nn.Module):
             position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
         else:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        cache = KVCache(self.config.llm, B, L + max_new_tokens, input_ids.device, self.llm.embed_tokens.weight.dtype)
+        cache = KVCache(self.config.llm, B, L + max_new_tokens, input_ids.device, self.llm.head_weight.dtype)
         mm_token_type_ids = vision_inputs.pop("mm_token_type_ids", None)
         vision_inputs = {k: v for k, v in vision_inputs.items() if k in _VISION_INPUT_NAMES}
         embeds = self.embed(input_ids, **vision_inputs)

@@ -136,3 +136,25 @@ def test_video_processor_equals_transformers(tmp_path):
             assert torch.equal(got[key].to(value.dtype), value), (name, key)
     for case in cases["sample"]:
         assert transformers_frame_indices(case["total"], case["fps"]) == reference[case["name"]].tolist(), case
+
+
+def test_shapesworld_video_examples(tmp_path, caplog):
+    """Timed answers are written at the sampled frames' printed times; a point past the end is skipped."""
+    from nanomolmo2.data.examples import tokenize_example
+    from nanomolmo2.data.points import parse_points
+    from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+
+    write_shapesworld_videos(tmp_path, num_videos=3, seed=2)
+    rows = [json.loads(line) for line in (tmp_path / "videos.jsonl").read_text().splitlines()]
+    rows[0]["annotations"].append({"task": "pointing", "label": "late dots", "points": [[99.0, 10, 10]]})
+    (tmp_path / "videos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = VideoDataset(tmp_path, tasks=("pointing", "tracking", "counting"), max_conversations=50)
+    processor = Processor(crop_size=112)
+    for i in range(len(dataset)):
+        with caplog.at_level("WARNING"):
+            example = tokenize_example(dataset[i], processor)
+        times = {f"{t:.1f}" for t in example.vision[0].times}
+        answers = processor.tokenizer.decode(example.labels[example.labels != -100].tolist())
+        point_times = {f"{t:.1f}" for t, *_ in parse_points(answers)}
+        assert point_times and point_times <= times  # every answered time is a frame the model saw
+    assert "99.00s is outside the sampled video" in caplog.text and "videos.jsonl:1" in caplog.text

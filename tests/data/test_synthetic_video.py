@@ -1,0 +1,271 @@
+"""ShapesWorld videos: the mp4 and its masks, determinism, captions, every annotation checked against the objects
+(and, where it can be, against the masks), the CLI."""
+
+import functools
+import json
+import random
+import re
+import string
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from nanomolmo2.cli import main
+from nanomolmo2.data.synthetic import COLOURS, draw_object
+from nanomolmo2.data.synthetic_tasks import SINGULAR
+from nanomolmo2.data.synthetic_video import (
+    MOTIONS,
+    colour_at,
+    make_video,
+    parse_video_caption,
+    read_video,
+    timestamps,
+    track,
+    video_caption,
+    video_row,
+    write_shapesworld_videos,
+)
+
+
+@functools.cache
+def written(level: str, tmp_root: str) -> list[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+    """(row, decoded RGB frames, masks, times) of videos 0..9 of seed 0, written once per level."""
+    out = f"{tmp_root}/{level}"
+    write_shapesworld_videos(out, 10, seed=0, level=level)
+    result = []
+    for line in open(f"{out}/videos.jsonl"):
+        row = json.loads(line)
+        with np.load(f"{out}/{row['masks']}") as npz:
+            result.append((row, read_video(f"{out}/{row['video']}"), npz["masks"], npz["times"]))
+    return result
+
+
+@pytest.fixture(params=["easy", "hard"])
+def videos(request, tmp_path_factory):
+    return written(request.param, str(tmp_path_factory.getbasetemp()))
+
+
+@functools.cache
+def rows(level: str, n: int = 60) -> list[dict]:
+    """Rows of videos 0..n-1 of seed 7 (no files), small and short, for the annotation tests."""
+    return [video_row(7, i, level, make_video(7, i, level, 64, 10, (2, 5))) for i in range(n)]
+
+
+def annotations(row: dict, task: str) -> list[dict]:
+    return [a for a in row["annotations"] if a["task"] == task]
+
+
+def frame_of(t: float, row: dict) -> int:
+    return min(round(t * row["fps"]), row["num_frames"] - 1)
+
+
+def mask_id(masks: np.ndarray, t: float, row: dict, x: float, y: float) -> int:
+    """The mask label under a point, which must not depend on rounding or flooring the pixel coordinates."""
+    k = frame_of(t, row)
+    rounded, floored = masks[k, round(y), round(x)], masks[k, int(y), int(x)]
+    assert rounded == floored, (t, x, y)
+    return int(rounded)
+
+
+def files(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_mp4_decodes_to_the_frames_with_the_right_colours(videos):
+    for row, frames, masks, times in videos:
+        assert frames.shape == (row["num_frames"], row["height"], row["width"], 3) == (*masks.shape, 3)
+        assert row["duration"] == row["num_frames"] / row["fps"] and 2 <= row["duration"] <= 8
+        assert np.array_equal(times, np.arange(row["num_frames"]) / row["fps"])
+        for o in row["objects"]:
+            centers, seen = track(o, times)
+            visible = np.flatnonzero(seen)
+            checked = [visible[0], visible[len(visible) // 2], visible[-1]]
+            if o["colour_change"]:  # the first frame in the new colour, and the one before
+                k = int(np.searchsorted(times, o["colour_change"]["time"] - 1e-9))
+                checked += [k - 1, k]
+            for k in checked:
+                x, y = np.round(centers[k]).astype(int)
+                got = frames[k, y - 1 : y + 2, x - 1 : x + 2].reshape(-1, 3).mean(0)  # mp4 is lossy: a 3x3 mean
+                want = colour_at(o, times[k])
+                assert np.abs(got - COLOURS[want]).max() < 40, (row["id"], o["id"], k, got, want)
+                assert min(COLOURS, key=lambda c: np.abs(np.subtract(COLOURS[c], got)).sum()) == want
+
+
+def test_masks_match_the_objects(videos):
+    for row, _, masks, times in videos:
+        size = row["width"]
+        assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, *(o["id"] for o in row["objects"])}
+        paths = {o["id"]: track(o, times) for o in row["objects"]}
+        for o in row["objects"]:
+            centers, seen = paths[o["id"]]
+            # inside the frame, and the shape drawn alone has exactly its mask pixels: nothing covers it in any frame
+            assert np.all(centers - o["size"] >= 0) and np.all(centers + o["size"] <= size)
+            for k in range(len(times)):
+                alone = Image.new("L", (size, size), 0)
+                draw_object(ImageDraw.Draw(alone), {**o, "center": centers[k].tolist()}, 1)
+                expected = np.asarray(alone).astype(bool) if seen[k] else np.zeros((size, size), bool)
+                assert np.array_equal(masks[k] == o["id"], expected), (row["id"], o["id"], k)
+            # the 2-fps centers lie in their own mask
+            for t in timestamps(row["duration"]):
+                c, s = track(o, [frame_of(t, row) / row["fps"]])
+                if s[0]:
+                    assert mask_id(masks, t, row, *c[0]) == o["id"]
+        for a in row["objects"]:  # bounding circles keep apart in every frame where both are visible
+            for b in row["objects"]:
+                if a["id"] < b["id"]:
+                    (ca, sa), (cb, sb) = paths[a["id"]], paths[b["id"]]
+                    dist = np.hypot(*(ca - cb).T)[sa & sb]
+                    assert np.all(dist >= a["size"] + b["size"] + 2)
+
+
+def test_same_seed_same_files_and_other_seed_other_rows(tmp_path):
+    write_shapesworld_videos(tmp_path / "a", 3, seed=1, level="hard", image_size=64, workers=1)
+    write_shapesworld_videos(tmp_path / "b", 3, seed=1, level="hard", image_size=64, workers=3)
+    write_shapesworld_videos(tmp_path / "c", 3, seed=2, level="hard", image_size=64)
+    a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
+    assert len(a) == 3 + 3 + 2  # videos, masks, videos.jsonl, videos_info.json
+    assert a["videos.jsonl"] == b["videos.jsonl"] and a["videos_info.json"] == b["videos_info.json"]
+    assert all(a[f"masks/{i:06d}.npz"] == b[f"masks/{i:06d}.npz"] for i in range(3))
+    for i in range(3):  # mp4 bytes may depend on the codec build, the decoded frames may not
+        assert np.array_equal(
+            read_video(tmp_path / "a" / f"videos/{i:06d}.mp4"), read_video(tmp_path / "b" / f"videos/{i:06d}.mp4")
+        )
+    assert a["videos.jsonl"] != c["videos.jsonl"]
+    assert json.loads(a["videos.jsonl"].splitlines()[0])["id"] == "shapes-video-1-0"
+
+
+def test_video_does_not_depend_on_the_number_of_videos(tmp_path):
+    write_shapesworld_videos(tmp_path / "few", 2, seed=5, image_size=64)
+    info = write_shapesworld_videos(tmp_path / "many", 4, seed=5, image_size=64)
+    few, many = files(tmp_path / "few"), files(tmp_path / "many")
+    assert many["videos.jsonl"].startswith(few["videos.jsonl"]) and info["videos"] == 4
+    for i in range(2):
+        assert few[f"masks/{i:06d}.npz"] == many[f"masks/{i:06d}.npz"]
+        video = f"videos/{i:06d}.mp4"
+        assert np.array_equal(read_video(tmp_path / "few" / video), read_video(tmp_path / "many" / video))
+
+
+SENTENCE = re.compile(
+    r"An? (\w+) (\w+)( appears at [\d.]+ seconds?(,| and))?"
+    r" (moves from (left to right|right to left|top to bottom|bottom to top)|stays still)"
+    r"((,| and) turns (\w+) at [\d.]+ seconds?)?( and disappears at [\d.]+ seconds?)?"
+)
+
+
+@pytest.mark.parametrize("level", ["easy", "hard"])
+def test_captions_follow_the_grammar_and_parse_back(level):
+    directions, changes, late, early = set(), 0, 0, 0
+    for row in rows(level):
+        objects, (cap,) = row["objects"], annotations(row, "caption")
+        sentences = re.split(r"(?<=\.) ", cap["caption"])
+        assert len(sentences) == len(objects)
+        for sentence, o in zip(sentences, sorted(objects, key=lambda o: (o["appear"], o["id"])), strict=True):
+            m = SENTENCE.fullmatch(sentence.rstrip("."))
+            assert m and m.group(1, 2) == (o["colour"], o["shape"]), sentence
+            assert (m.group(6) or "still") == o["direction"]
+            assert m.group(9) == (o["colour_change"] and o["colour_change"]["colour"])
+        assert parse_video_caption(cap["caption"]) == {(o["colour"], o["shape"], o["direction"]) for o in objects}
+        directions.update(o["direction"] for o in objects)
+        changes += sum(bool(o["colour_change"]) for o in objects)
+        late += sum(o["appear"] > 0 for o in objects)
+        early += sum(o["disappear"] < row["duration"] for o in objects)
+    assert directions == set(MOTIONS) and min(changes, late, early) >= 3  # every kind of event happens
+    assert {len(r["objects"]) for r in rows(level)} == set(range(1, {"easy": 3, "hard": 4}[level] + 1))
+
+
+def test_caption_example_and_parse_is_robust():
+    o = {"id": 1, "colour": "red", "shape": "circle", "appear": 0.0, "disappear": 4.0, "direction": "left to right"}
+    o["colour_change"] = None
+    p = {**o, "id": 2, "colour": "orange", "shape": "star", "appear": 1.0, "disappear": 3.5, "direction": "still"}
+    p["colour_change"] = {"time": 2.5, "colour": "blue"}
+    text = video_caption([p, o], 4.0)
+    assert text == (
+        "A red circle moves from left to right. "
+        "An orange star appears at 1 second, stays still, turns blue at 2.5 seconds and disappears at 3.5 seconds."
+    )
+    assert parse_video_caption(text) == {("red", "circle", "left to right"), ("orange", "star", "still")}
+    assert parse_video_caption("Two blue squares move from top to bottom.") == {("blue", "square", "top to bottom")}
+    rng = random.Random(0)
+    garbage = [None, 3, "", ".", "...2.5.", "from left to right", "circle", "ü ☃ \x00", "A a a circle."]
+    garbage += ["".join(rng.choices(string.printable, k=rng.randint(0, 80))) for _ in range(200)]
+    for text in garbage:
+        assert isinstance(parse_video_caption(text), set)
+    assert parse_video_caption("the circle moves from left to right") == set()
+
+
+@pytest.mark.parametrize("level", ["easy", "hard"])
+def test_vqa_answers_match_the_objects(level):
+    asked = set()
+    for row in rows(level):
+        objects, fps, n = row["objects"], row["fps"], row["num_frames"]
+        by_label = {o["label"]: o for o in objects}
+        for a in annotations(row, "vqa"):
+            q = a["question"]
+            if m := re.fullmatch(r"Which way does the (\w+ \w+) move\?", q):
+                o = by_label[m.group(1)]
+                assert sum(x["label"] == o["label"] for x in objects) == 1
+                want = o["direction"] if "options" in a else o["direction"].capitalize() + "."
+                asked.add("direction")
+            elif m := re.fullmatch(r"Which appeared first, the (\w+ \w+) or the (\w+ \w+)\?", q):
+                x, y = by_label[m.group(1)], by_label[m.group(2)]
+                assert abs(x["appear"] - y["appear"]) >= 1
+                want = f"The {min(x, y, key=lambda o: o['appear'])['label']}."
+                asked.add("first")
+            elif q == "How many shapes are there at the end of the video?":
+                want = f"{sum(track(o, [(n - 1) / fps])[1][0] for o in objects)}."
+                asked.add("end")
+            elif m := re.fullmatch(r"Does the (\w+) change colour\?", q):
+                (o,) = [o for o in objects if o["shape"] == m.group(1)]
+                want = "Yes." if o["colour_change"] else "No."
+                asked.add(want)
+            else:
+                assert q == "Which shape is in the video?"
+                want = next(s for s in a["options"] if s in {o["shape"] for o in objects})
+            assert a["answer"] == want, (row["id"], q)
+            if "options" in a:
+                assert len(a["options"]) == 2 and a["answer"] in a["options"] and len(set(a["options"])) == 2
+        assert sum("options" in a for a in annotations(row, "vqa")) == 1
+    assert asked == {"direction", "first", "end", "Yes.", "No."}
+
+
+def test_pointing_counting_and_tracking_against_the_masks(videos):
+    for row, _, masks, _ in videos:
+        objects = {o["id"]: o for o in row["objects"]}
+        grid = timestamps(row["duration"])
+        pointing, counting = annotations(row, "pointing"), annotations(row, "counting")
+        assert [a["label"] for a in pointing] == [a["label"] for a in counting] and pointing[-1]["points"] == []
+        for p, c in zip(pointing, counting, strict=True):
+            *colour, shape = p["label"].split()
+            colour, shape = (colour[0] if colour else None), (None if shape == "shapes" else SINGULAR[shape])
+            assert c["points"] == p["points"] and c["style"] in ("point_count", "count")
+            ids = [mask_id(masks, t, row, x, y) for t, x, y in p["points"]]
+            assert all(t in grid and t < row["duration"] and t * 2 == int(t * 2) for t, _, _ in p["points"])
+            for t in grid:  # every visible match at t, and only those
+                k = frame_of(t, row)
+                want = {i for i, o in objects.items() if (masks[k] == i).any() and shape in (None, o["shape"])}
+                want = {i for i in want if colour in (None, colour_at(objects[i], k / row["fps"]))}
+                assert sorted(i for (t2, _, _), i in zip(p["points"], ids, strict=True) if t2 == t) == sorted(want)
+            ever = [o for o in objects.values() if shape in (None, o["shape"])]
+            ever = [o for o in ever if colour in (None, o["colour"], (o["colour_change"] or {}).get("colour"))]
+            assert c["count"] == len(set(ids)) == len(ever)
+        for a in annotations(row, "tracking"):
+            assert a["tracks"]
+            for key, points in a["tracks"].items():
+                o = objects[int(key)]
+                assert a["label"].split()[0] == o["colour"] and SINGULAR[a["label"].split()[1]] == o["shape"]
+                assert {mask_id(masks, t, row, x, y) for t, x, y in points} == {o["id"]}  # one id per object
+                seen = [t for t in grid if (masks[frame_of(t, row)] == o["id"]).any()]
+                assert [t for t, _, _ in points] == seen
+
+
+def test_cli_writes_images_and_videos(tmp_path, capsys):
+    out = tmp_path / "sw"
+    main(["synth", "--out", str(out), "--images", "3", "--videos", "2", "--seed", "1", "--video-size", "64"])
+    assert "3 images" in capsys.readouterr().out
+    assert len((out / "images.jsonl").read_text().splitlines()) == 3
+    rows_ = [json.loads(line) for line in (out / "videos.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows_] == ["shapes-video-1-0", "shapes-video-1-1"]
+    assert json.loads((out / "videos_info.json").read_text())["videos"] == 2
+    for r in rows_:
+        assert read_video(out / r["video"]).shape == (r["num_frames"], 64, 64, 3) and (out / r["masks"]).exists()
