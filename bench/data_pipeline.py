@@ -96,6 +96,11 @@ def main() -> None:
             "Image preprocessing (decode + crops + patches), one worker", ["layout", "images/s", "crops/image"], rows
         )
         report(
+            "Video decode + preprocess, 720p clip (bigbuckbunny.mp4), one worker",
+            ["layout", "frames", "decode frames/s", "decode+preprocess frames/s"],
+            video_rows(),
+        )
+        report(
             "Packing efficiency, ShapesWorld stage-1 mix (112 px)",
             ["batching", "row length", "efficiency", "mean example tokens"],
             packing_rows(Path(tmp)),
