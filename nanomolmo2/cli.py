@@ -1,6 +1,7 @@
 """The `nanomolmo2` command: one entry point, one subcommand per job.
 
     nanomolmo2 synth --out DIR --images N --seed S     write ShapesWorld data (built-in, no downloads)
+    nanomolmo2 train --stage 1 --config FILE ...        train one stage (also: python -m nanomolmo2.train)
 
 Each subcommand lives next to the code it runs and exposes `add_arguments(parser)` and `run(args)`.
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from . import train
 from .data import synthetic
 
 SUBCOMMANDS = {
-    "synth": (synthetic, "write the built-in ShapesWorld dataset (images, masks, JSONL)"),
+    "synth": (synthetic, "write the built-in ShapesWorld dataset (images, videos, masks, JSONL)"),
+    "train": (train, "train one stage of nanoMolmo2"),
 }
 
 

@@ -58,16 +58,24 @@ class ExampleSource(torch.utils.data.Dataset):
 
 
 class _Origins(torch.utils.data.Sampler):
-    def __init__(self, mixture: Mixture, start: int, pending: list[tuple[int, int, int]]) -> None:
-        self.mixture, self.start, self.pending = mixture, start, pending
+    """Stream positions for the workers: first the ones to fetch again, then this shard's share onward."""
+
+    def __init__(self, mixture: Mixture, start: int, pending: list, shard: tuple[int, int]) -> None:
+        self.mixture, self.start, self.pending, self.shard = mixture, start, pending, shard
 
     def __iter__(self):
         yield from self.pending
-        yield from self.mixture.stream(self.start)
+        index, count = self.shard
+        yield from (origin for origin in self.mixture.stream(self.start) if origin[0] % count == index)
 
 
 class DataStream:
-    """Endless packed batches from a mixture; `state()` / `start=` resume it exactly."""
+    """Endless packed batches from a mixture; `state()` / `state=` resume it exactly.
+
+    shard (index, count): this stream uses only the mixture positions p with p % count == index. Training
+    splits the mixture into one shard per micro-batch of a step (ranks x accumulation steps), so the data of
+    a step is the same whatever mix of ranks and accumulation produces it.
+    """
 
     def __init__(
         self,
@@ -80,6 +88,7 @@ class DataStream:
         max_crops: int | None = None,
         state: dict | None = None,
         pin_memory: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         state = state or {"next_position": 0, "pending": []}
         self.pin_memory = pin_memory  # page-locked batches copy to the GPU asynchronously
@@ -89,7 +98,7 @@ class DataStream:
         self._loader = torch.utils.data.DataLoader(
             ExampleSource(mixture, processor, weighting, max_crops),
             batch_size=None,
-            sampler=_Origins(mixture, state["next_position"], [tuple(p) for p in state["pending"]]),
+            sampler=_Origins(mixture, state["next_position"], [tuple(p) for p in state["pending"]], shard),
             num_workers=num_workers,
             collate_fn=lambda item: item,
             prefetch_factor=4 if num_workers else None,

@@ -22,7 +22,7 @@ from .loss import causal_lm_loss
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor  # [B, L, vocab], or [N, vocab] at the N loss positions when labels are given
+    logits: torch.Tensor | None  # [B, L, vocab]; with labels [N, vocab] at the N loss positions (or None)
     loss: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None  # [B, L, D] after the final norm
 
@@ -227,6 +227,7 @@ class LanguageModel(nn.Module):
         loss_weights: torch.Tensor | None = None,
         z_loss_weight: float = 0.0,
         loss_normalizer: float | torch.Tensor | None = None,
+        return_logits: bool = True,
         **decoder_kwargs,
     ) -> ModelOutput:
         """Logits `[B, L, vocab]`; with `labels`, the loss and the logits at the loss positions only."""
@@ -242,6 +243,7 @@ class LanguageModel(nn.Module):
             loss_weights=loss_weights,
             z_loss_weight=z_loss_weight,
             normalizer=loss_normalizer,
+            return_logits=return_logits,
         )
         return ModelOutput(logits=logits, loss=loss, hidden_states=hidden)
 

@@ -2,14 +2,36 @@
 
 Labels follow the Hugging Face convention: same length as `input_ids`, -100 = no loss, shifted inside
 (the hidden state at position i predicts label i+1). The output head of a small model is its most
-expensive layer (151,936 columns), so logits are computed only at the positions that carry loss.
+expensive layer (151,936 columns), so logits are computed only at the positions that carry loss, with
+PyTorch's fused cross-entropy (one softmax pass forward and backward). When those logits would not fit
+in `LOGITS_BUDGET` elements, they are computed in chunks that are recomputed during backward instead of
+stored (the memory of one chunk, for one extra matmul).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
+LOGITS_BUDGET = 2**28  # fp32 logits elements kept at once for backward (1 GiB)
+
+
+def token_losses(hidden: torch.Tensor, head_weight: torch.Tensor, targets: torch.Tensor, z_loss_weight: float):
+    """Per-token cross-entropy (+ z-loss) of `[N, D]` hidden states; returns (losses `[N]`, logits `[N, V]`)."""
+    logits = (hidden @ head_weight.t()).float()
+    loss = F.cross_entropy(logits, targets, reduction="none")
+    if z_loss_weight:
+        # logsumexp = cross-entropy + the target's logit; the target logit is a cheap [N, D] dot product,
+        # which spares a second pass over the [N, V] logits.
+        target_logit = (hidden.float() * head_weight[targets].float()).sum(-1)
+        loss = loss + z_loss_weight * (loss + target_logit).square()
+    return loss, logits
+
+
+def _chunk_losses(hidden, head_weight, targets, z_loss_weight):
+    return token_losses(hidden, head_weight, targets, z_loss_weight)[0]
 
 
 def causal_lm_loss(
@@ -20,8 +42,9 @@ def causal_lm_loss(
     loss_weights: torch.Tensor | None = None,
     z_loss_weight: float = 0.0,
     normalizer: float | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (loss, logits at the loss positions `[N, vocab]`).
+    return_logits: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return (loss, logits at the loss positions `[N, vocab]`, or None when `return_logits` is False).
 
     hidden: `[B, L, D]` final hidden states; labels: `[B, L]`; head_weight: `[vocab, D]`.
     loss_weights: optional `[B, L]` per-token weights aligned with `labels`.
@@ -32,19 +55,25 @@ def causal_lm_loss(
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX  # [B, L-1]
     selected = hidden[:, :-1][keep]  # [N, D]
-    logits = (selected @ head_weight.t()).float()  # [N, vocab]
     target_ids = targets[keep]
     if target_ids.numel() and int(target_ids.max()) >= head_weight.shape[0]:
         raise ValueError(
             f"label id {int(target_ids.max())} is outside the {head_weight.shape[0]}-token output vocabulary: "
             "special (vision) tokens cannot be targets; set their labels to -100"
         )
-    log_normalizer = torch.logsumexp(logits, dim=-1)  # [N]
-    token_loss = log_normalizer - logits.gather(1, target_ids[:, None]).squeeze(1)
-    if z_loss_weight:
-        token_loss = token_loss + z_loss_weight * log_normalizer.square()
+    logits = None
+    if return_logits or not torch.is_grad_enabled() or selected.shape[0] * head_weight.shape[0] <= LOGITS_BUDGET:
+        token_loss, logits = token_losses(selected, head_weight, target_ids, z_loss_weight)
+    else:
+        chunk_size = max(1, LOGITS_BUDGET // head_weight.shape[0])
+        token_loss = torch.cat(
+            [
+                checkpoint(_chunk_losses, h, head_weight, t, z_loss_weight, use_reentrant=False)
+                for h, t in zip(selected.split(chunk_size), target_ids.split(chunk_size), strict=True)
+            ]
+        )
     if loss_weights is not None:
         token_loss = token_loss * loss_weights[:, 1:][keep].float()
     if normalizer is None:
         normalizer = keep.sum().clamp(min=1)
-    return token_loss.sum() / normalizer, logits
+    return token_loss.sum() / normalizer, (logits if return_logits else None)

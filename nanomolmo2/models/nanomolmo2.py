@@ -92,6 +92,7 @@ class NanoMolmo2(nn.Module):
         loss_weights: torch.Tensor | None = None,
         z_loss_weight: float = 0.0,
         loss_normalizer: float | torch.Tensor | None = None,
+        return_logits: bool = True,
         cache: KVCache | None = None,
         **processor_extras,  # image_grids, video_grids, image_num_crops, ...: not needed here
     ) -> ModelOutput:
@@ -100,6 +101,8 @@ class NanoMolmo2(nn.Module):
         mm_token_type_ids: `[B, L]`, 1 at vision tokens (the processor's output); they attend bidirectionally.
         segment_ids / annotation_ids / position_ids: packed sequences (see LanguageModel.hidden_states).
         loss_weights: `[B, L]` per-token weights aligned with labels; z_loss_weight: PaLM's z-loss.
+        return_logits=False (training): no logits are returned, and very many loss positions are computed
+        in chunks recomputed during backward, so the [N, vocab] logits never all live in memory.
         """
         embeds = self.embed(input_ids, pixel_values, image_token_pooling, pixel_values_videos, video_token_pooling)
         hidden = self.llm.hidden_states(
@@ -120,6 +123,7 @@ class NanoMolmo2(nn.Module):
             loss_weights=loss_weights,
             z_loss_weight=z_loss_weight,
             normalizer=loss_normalizer,
+            return_logits=return_logits,
         )
         return ModelOutput(logits=logits, loss=loss, hidden_states=hidden)
 
@@ -215,9 +219,12 @@ class NanoMolmo2(nn.Module):
         load_state_strict(model.connector.pool, subtree(weights, "connector.pool."), f"pooling of {molmo2_path}")
         return model
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write the Molmo2 format (config.json + model.safetensors), loadable by transformers unchanged."""
-        state = ours_to_molmo2_state(self.state_dict(), self.config)
+    def save_pretrained(self, path: str | Path, state_dict: dict | None = None) -> None:
+        """Write the Molmo2 format (config.json + model.safetensors), loadable by transformers unchanged.
+
+        state_dict: the weights to write, when they are not this module's own (e.g. gathered from FSDP shards).
+        """
+        state = ours_to_molmo2_state(state_dict if state_dict is not None else self.state_dict(), self.config)
         write_folder_atomically(
             Path(path), {"config.json": molmo2_config_dict(self.config), "model.safetensors": state}
         )

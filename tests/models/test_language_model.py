@@ -171,3 +171,22 @@ def test_sharded_checkpoint_loads(tmp_path):
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert (ours(ids).logits - hf(ids).logits).abs().max() <= TOL
+
+
+def test_chunked_loss_equals_the_plain_one(monkeypatch):
+    """Above the logits budget the loss is computed in recomputed chunks: same loss, same gradients."""
+    import nanomolmo2.models.loss as loss_module
+
+    torch.manual_seed(0)
+    model = randomize(LanguageModel(LanguageModelConfig.tiny(vocab_size=500)))
+    ids = torch.randint(0, 500, (2, 40))
+    plain = model(ids, labels=ids, z_loss_weight=1e-3)
+    plain.loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.setattr(loss_module, "LOGITS_BUDGET", 500 * 10)  # 10 tokens' logits at a time
+    chunked = model(ids, labels=ids, z_loss_weight=1e-3, return_logits=False)
+    chunked.loss.backward()
+    assert chunked.logits is None
+    assert torch.allclose(chunked.loss, plain.loss, atol=1e-6)
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(expected, model.parameters(), strict=True))

@@ -1,0 +1,122 @@
+"""The training configuration: one dataclass, read from a TOML file, then command-line overrides.
+
+    config = load_config("configs/tiny_stage1.toml", overrides={"max_steps": 100, "model.llm.hidden_size": 96})
+
+Keys of the TOML file are the fields below; `[model.llm]`, `[model.vision]`, `[model.connector]` tables
+set the architecture (NanoMolmo2Config). Unknown keys are errors, values are converted to the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..models.config import NanoMolmo2Config
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    # ---- model: a fresh `model` architecture, or weights from folders / a previous stage
+    model: NanoMolmo2Config = field(default_factory=NanoMolmo2Config)
+    molmo2_path: str = ""  # with qwen3_path: Molmo2's ViT + pooling and Qwen3 (the nanoMolmo2 default)
+    qwen3_path: str = ""
+    init_from: str = ""  # a Molmo2-format folder (e.g. the previous stage's final/) to start from
+    # ---- data
+    data: str = ""  # a folder written by `nanomolmo2 synth` or `nanomolmo2 prepare`
+    val_data: str = ""  # held-out folder for the validation loss (empty: none)
+    # (rate, dataset kinds) groups; kinds: caption, pointing, vqa, text, video
+    mixture: list = field(default_factory=lambda: [[0.6, ["caption"]], [0.3, ["pointing"]], [0.1, ["text"]]])
+    seq_len: int = 2536
+    max_crops: int = 8
+    overlap_margins: list = field(default_factory=lambda: [4, 4])
+    max_frames: int = 128
+    max_conversations: int = 8  # annotations of one image per example
+    loss_weighting: str = "none"  # "none" or "molmo2" (2/sqrt(n) per answer, 0.2 for points, ...)
+    num_workers: int = 2  # DataLoader workers per data shard
+    # ---- optimisation
+    batch_size: int = 128  # global: packed sequences per optimizer step, over all ranks and accumulation
+    micro_batch_size: int = 4  # sequences per forward pass on one rank
+    max_steps: int = 1000
+    lr_connector: float = 2e-4
+    lr_vision: float = 6e-6
+    lr_llm: float = 2e-5
+    warmup_connector: int = 200
+    warmup_vision: int = 2000
+    warmup_llm: int = 2000
+    min_lr_ratio: float = 0.1  # cosine decay to 10% of the peak
+    freeze_vision: bool = True
+    freeze_connector: bool = False
+    freeze_llm: bool = False
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-6
+    grad_clip: float = 1.0
+    z_loss: float = 1e-4
+    max_bad_steps: int = 5  # stop after this many non-finite steps in a row
+    # ---- systems
+    dtype: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "float32", "bfloat16"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    distributed: str = "ddp"  # "ddp" or "fsdp" (FSDP2 fully_shard) under torchrun
+    # ---- run
+    out_dir: str = "runs/train"
+    resume_from: str = ""  # a run folder (its latest complete checkpoint) or a checkpoint folder
+    save_every: int = 500
+    keep_last: int = 2
+    eval_every: int = 100
+    val_batches: int = 4
+    log_every: int = 1
+    seed: int = 0
+
+
+def _convert(value, kind):
+    """A TOML / command-line value as the field's type (strings from the command line are parsed)."""
+    if isinstance(value, str) and kind is not str:
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"expected true/false, got {value!r}")
+            return value.lower() in ("true", "1")
+        if kind in (int, float):
+            return kind(value)
+        value = tomllib.loads(f"v = {value}")["v"]  # lists: TOML syntax, e.g. [0.9, 0.95]
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if kind is tuple or typing.get_origin(kind) is tuple:
+        return tuple(value)
+    return value
+
+
+def set_field(obj, dotted: str, value) -> None:
+    """Set `a.b.c` on nested dataclasses, converting the value; unknown names are errors."""
+    *path, name = dotted.split(".")
+    for part in path:
+        obj = getattr(obj, part)
+    hints = typing.get_type_hints(type(obj))
+    if not dataclasses.is_dataclass(obj) or name not in hints:
+        raise KeyError(f"unknown config key {dotted!r}")
+    current = getattr(obj, name)
+    if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        for key, sub in value.items():
+            set_field(obj, f"{name}.{key}", sub)
+        return
+    setattr(obj, name, _convert(value, hints[name]))
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    config = TrainConfig()
+    if path:
+        with open(path, "rb") as f:
+            for key, value in tomllib.load(f).items():
+                set_field(config, key, value)
+    for key, value in (overrides or {}).items():
+        set_field(config, key, value)
+    return config
+
+
+def config_dict(config) -> dict:
+    """The config as plain data (for the run folder's config.json)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,12 @@
+"""Stage 1 of the nanoMolmo2 recipe (the seed plan's script): `nanomolmo2 train --stage 1` with its defaults.
+
+python scripts/train_stage1.py --config configs/stage1.toml --batch-size 128 --learning-rate 2e-5 --max-steps 1000
+python scripts/train_stage1.py --config configs/tiny_stage1.toml --data data/shapes --resume-from runs/tiny/stage1
+"""
+
+import sys
+
+from nanomolmo2.train import main
+
+if __name__ == "__main__":
+    main(["--stage", "1", *sys.argv[1:]])

@@ -1,0 +1,57 @@
+"""The learning-rate schedule and the optimizer's parameter groups."""
+
+import math
+
+import pytest
+
+from nanomolmo2.models import NanoMolmo2
+from nanomolmo2.training.optimizer import (
+    build_optimizer,
+    freeze_components,
+    lr_factor,
+    set_learning_rates,
+    trainable_groups,
+)
+
+from .conftest import tiny_config
+
+
+def test_schedule_values():
+    # linear warmup over 10 steps, then cosine from the peak to 10% at step 110
+    assert lr_factor(0, 10, 110) == pytest.approx(0.1)
+    assert lr_factor(4, 10, 110) == pytest.approx(0.5)
+    assert lr_factor(9, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 110) == pytest.approx(1.0)
+    assert lr_factor(60, 10, 110) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(110, 10, 110) == pytest.approx(0.1)
+    assert lr_factor(500, 10, 110) == pytest.approx(0.1)  # stays at the floor
+    assert lr_factor(0, 0, 100) == pytest.approx(1.0)  # no warmup
+
+
+def test_groups_have_their_own_lr_and_warmup(tmp_path):
+    config = tiny_config(tmp_path, tmp_path, freeze_vision=False, lr_vision=1e-5, lr_connector=1e-3, lr_llm=1e-4,
+                         warmup_vision=4, warmup_connector=2, warmup_llm=8, max_steps=100)  # fmt: skip
+    model = NanoMolmo2(config.model)
+    freeze_components(model, config)
+    optimizer = build_optimizer(trainable_groups(model), config)
+    lrs = set_learning_rates(optimizer, 1, config)
+    assert lrs == pytest.approx({"vision": 1e-5 * 2 / 4, "connector": 1e-3, "llm": 1e-4 * 2 / 8})
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert any(p is model.llm.embed_tokens.new_weight for p in groups["connector"]["params"])  # new rows: connector
+    assert not any(p is model.llm.embed_tokens.new_weight for p in groups["llm"]["params"])
+    assert optimizer.defaults["betas"] == (0.9, 0.95) and optimizer.defaults["eps"] == 1e-6
+
+
+def test_frozen_components_have_no_gradients_or_state(tmp_path):
+    config = tiny_config(tmp_path, tmp_path, freeze_vision=True, lr_llm=0.0)  # lr 0 freezes too
+    model = NanoMolmo2(config.model)
+    freeze_components(model, config)
+    optimizer = build_optimizer(trainable_groups(model), config)
+    assert [g["name"] for g in optimizer.param_groups] == ["connector"]
+    assert not any(p.requires_grad for p in model.vision.parameters())
+    assert not model.llm.layers[0].attn.qkv_proj.weight.requires_grad
+    assert model.llm.embed_tokens.new_weight.requires_grad  # the new special-token rows train with the connector
+    everything_frozen = NanoMolmo2(config.model)
+    freeze_components(everything_frozen, tiny_config(tmp_path, tmp_path, lr_llm=0.0, freeze_connector=True))
+    with pytest.raises(ValueError, match="nothing to train"):
+        trainable_groups(everything_frozen)

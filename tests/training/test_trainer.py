@@ -1,0 +1,135 @@
+"""The training loop: exact resume, frozen parts, crash-safe checkpoints, and learning on every stage."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nanomolmo2.models import NanoMolmo2
+from nanomolmo2.training import checkpoint as checkpoint_module
+from nanomolmo2.training.checkpoint import checkpoint_dirs, resolve_checkpoint
+from nanomolmo2.training.trainer import Trainer, run
+
+from .conftest import tiny_config
+
+
+def weights(run_dir, step):
+    return load_file(run_dir / "checkpoints" / f"step_{step}" / "model.safetensors")
+
+
+def test_resume_is_bit_identical(shapes_data, tmp_path):
+    """20 steps straight == 10 steps, stop, resume, 10 more: the same weights to the last bit."""
+    run(tiny_config(shapes_data, tmp_path / "straight", max_steps=20, save_every=10))
+    interrupted = Trainer(tiny_config(shapes_data, tmp_path / "split", max_steps=20, save_every=10))
+    for _ in range(10):  # the same schedule (max_steps 20), stopped after the step-10 checkpoint
+        interrupted.log(interrupted.train_step())
+    interrupted.save()
+    del interrupted
+    run(tiny_config(shapes_data, tmp_path / "split", max_steps=20, save_every=10, resume_from=str(tmp_path / "split")))
+    straight, split = weights(tmp_path / "straight", 20), weights(tmp_path / "split", 20)
+    assert set(straight) == set(split)
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line)["loss"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert losses == resumed
+
+
+def test_frozen_encoder_is_unchanged_and_final_model_loads(shapes_data, tmp_path):
+    config = tiny_config(shapes_data, tmp_path / "run", max_steps=3)
+    trainer = Trainer(config)
+    before = {k: v.clone() for k, v in trainer.model.vision.state_dict().items()}
+    connector_before = trainer.model.connector.projector.down_proj.weight.clone()
+    trainer.train()
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.vision.state_dict().items())
+    assert not torch.equal(connector_before, trainer.model.connector.projector.down_proj.weight)
+    final = NanoMolmo2.from_pretrained(tmp_path / "run" / "final")
+    assert torch.equal(final.vision.pos_embed, trainer.model.vision.pos_embed)
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_crash_during_save_keeps_the_previous_checkpoint(shapes_data, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(shapes_data, tmp_path, max_steps=4, keep_last=5))
+    trainer.train_step()
+    trainer.save()
+    trainer.train_step()
+
+    def broken_save(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", broken_save)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.save()
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_1"]  # the old one, complete
+    assert not list((tmp_path / "checkpoints").glob(".step_*"))  # no half checkpoint left behind
+    assert resolve_checkpoint(tmp_path).name == "step_1"
+    monkeypatch.undo()
+    resumed = Trainer(tiny_config(shapes_data, tmp_path, max_steps=4, resume_from=str(tmp_path)))
+    assert resumed.step == 1
+
+
+def test_keep_last_k(shapes_data, tmp_path):
+    run(tiny_config(shapes_data, tmp_path, max_steps=6, save_every=1, keep_last=2))
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_5", "step_6"]
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_loss_falls_on_every_stage(shapes_data, tmp_path, stage):
+    overrides = {"max_steps": 25, "lr_connector": 3e-3, "lr_llm": 3e-3, "activation_checkpointing": stage == 3}
+    if stage > 1:
+        run(tiny_config(shapes_data, tmp_path / "stage1", max_steps=2))
+        overrides["init_from"] = str(tmp_path / "stage1" / "final")
+    run(tiny_config(shapes_data, tmp_path / "run", stage=stage, **overrides))
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first - 1.0, losses  # at least one nat lower than where it started
+
+
+def torchrun(config_overrides: dict, nproc: int, out) -> list[float]:
+    """Run training under torchrun (gloo on CPU) and return the logged loss of every step."""
+    as_text = {k: json.dumps(list(v)) if isinstance(v, tuple | list) else str(v) for k, v in config_overrides.items()}
+    args = [f"--set={k}={v}" for k, v in as_text.items()]
+    with socket.socket() as sock:  # a free port for the rendezvous (torchrun's port 0 does not pick one)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}"]
+    command += ["-m", "nanomolmo2.train", "--config", "configs/tiny_stage1.toml", "--out-dir", str(out), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one(shapes_data, tmp_path, mode):
+    """2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same loss every step."""
+    from .conftest import SMALL_MODEL
+
+    common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
+              "max_steps": 4, "save_every": 0, "eval_every": 0, "num_workers": 0, "warmup_connector": 1,
+              "warmup_llm": 1}  # fmt: skip
+    one = torchrun({**common, "distributed": mode}, 1, tmp_path / "one")
+    two = torchrun({**common, "distributed": mode}, 2, tmp_path / "two")
+    assert len(one) == len(two) == 4
+    assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two, strict=True)), (one, two)
+
+
+def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, tmp_path):
+    """Train 4 steps on 2 FSDP2 ranks (checkpoint at step 2); resume step 2 on 1 process: same losses."""
+    import shutil
+
+    from .conftest import SMALL_MODEL
+
+    common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
+              "max_steps": 4, "save_every": 2, "keep_last": 3, "eval_every": 0, "num_workers": 0,
+              "warmup_connector": 1, "warmup_llm": 1, "distributed": "fsdp"}  # fmt: skip
+    two = torchrun(common, 2, tmp_path / "two")
+    assert (tmp_path / "two" / "checkpoints" / "step_2" / "dcp").is_dir()
+    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_2", tmp_path / "from_step_2")
+    one = torchrun({**common, "resume_from": tmp_path / "from_step_2"}, 1, tmp_path / "one")
+    assert len(one) == 2
+    assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two[2:], strict=True)), (one, two)
