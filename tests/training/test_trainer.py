@@ -133,3 +133,15 @@ def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, tmp_path
     one = torchrun({**common, "resume_from": tmp_path / "from_step_2"}, 1, tmp_path / "one")
     assert len(one) == 2
     assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two[2:], strict=True)), (one, two)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(shapes_data, tmp_path):
+    trainer = Trainer(tiny_config(shapes_data, tmp_path, max_bad_steps=2))
+    forward = trainer._forward
+    trainer._forward = lambda *args: forward(*args) * float("nan")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    metrics = trainer.train_step()
+    assert metrics["skipped_update"] and trainer.step == 1
+    assert all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())  # no update
+    with pytest.raises(RuntimeError, match="2 non-finite steps in a row"):
+        trainer.train_step()
