@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: test lint format clean
+.PHONY: test demo demo-quick lint format clean
 
 $(STAMP): pyproject.toml requirements-dev.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ $(REF_STAMP): requirements-ref.lock requirements-nodeps.lock
 
 test: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -q
+
+# The tiny model through all three stages on ShapesWorld, evaluated: runs/demo/metrics.json, points.png.
+demo: $(STAMP)
+	$(PY) -m nanomolmo2.demo --out runs/demo --data data/demo
+
+demo-quick: $(STAMP)
+	$(PY) -m nanomolmo2.demo --quick --out runs/demo-quick --data data/demo-quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

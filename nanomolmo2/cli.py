@@ -1,9 +1,11 @@
 """The `nanomolmo2` command: one entry point, one subcommand per job.
 
-    nanomolmo2 synth --out DIR --images N --seed S     write ShapesWorld data (built-in, no downloads)
-    nanomolmo2 train --stage 1 --config FILE ...        train one stage (also: python -m nanomolmo2.train)
+    nanomolmo2 synth --out DIR --images N --seed S          write ShapesWorld data (built-in, no downloads)
+    nanomolmo2 train --stage 1 --config FILE ...             train one stage (also: python -m nanomolmo2.train)
+    nanomolmo2 generate --checkpoint DIR --image F --prompt  answer one question (draws points with --out)
+    nanomolmo2 eval --checkpoint DIR --data DIR              Molmo2's metrics on a held-out folder
 
-Each subcommand lives next to the code it runs and exposes `add_arguments(parser)` and `run(args)`.
+Each subcommand lives next to the code it runs and provides an `add_arguments(parser)` and a `run(args)`.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import argparse
 
 from . import train
 from .data import synthetic
+from .eval import commands
 
 SUBCOMMANDS = {
-    "synth": (synthetic, "write the built-in ShapesWorld dataset (images, videos, masks, JSONL)"),
-    "train": (train, "train one stage of nanoMolmo2"),
+    "synth": (synthetic.add_arguments, synthetic.run, "write the built-in ShapesWorld dataset (images, videos, masks)"),
+    "train": (train.add_arguments, train.run, "train one stage of nanoMolmo2"),
+    "generate": (commands.add_generate_arguments, commands.run_generate, "answer a prompt about an image or video"),
+    "eval": (commands.add_eval_arguments, commands.run_eval, "Molmo2's metrics on a held-out folder with masks"),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nanomolmo2", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        module.add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    commands_parser = parser.add_subparsers(dest="command", required=True)
+    for name, (add_arguments, _, help_text) in SUBCOMMANDS.items():
+        add_arguments(commands_parser.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
-    SUBCOMMANDS[args.command][0].run(args)
+    SUBCOMMANDS[args.command][1](args)
 
 
 if __name__ == "__main__":

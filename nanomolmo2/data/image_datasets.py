@@ -141,7 +141,12 @@ class JsonlDataset(torch.utils.data.Dataset):
         for file in jsonl_files(path):
             rows, bad = read_jsonl(file)
             self.malformed_lines += bad
-            self.rows += [r for r in rows if any(a.get("task") in self.tasks for a in r.data.get("annotations", []))]
+            # Rows with a video belong to VideoDataset: without their video, their answers cannot be learnt.
+            self.rows += [
+                r
+                for r in rows
+                if "video" not in r.data and any(a.get("task") in self.tasks for a in r.data.get("annotations", []))
+            ]
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -74,10 +74,12 @@ class Processor:
 
     @classmethod
     def for_model(cls, config: NanoMolmo2Config, tokenizer: Tokenizer | None = None, **overrides) -> Processor:
-        """A processor matching a model's vision encoder (crop and patch size) and connector (pooling)."""
+        """A processor matching a model's vision encoder (crop and patch size, crops) and connector (pooling)."""
         settings = dict(
             crop_size=config.vision.image_size,
             patch_size=config.vision.patch_size,
+            max_crops=config.vision.max_crops,
+            overlap_margins=config.vision.overlap_margins,
             image_pooling=config.connector.image_pooling,
             video_pooling=config.connector.video_pooling,
         )

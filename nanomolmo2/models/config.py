@@ -51,6 +51,10 @@ class LanguageModelConfig:
     rms_norm_eps: float = 1e-6
     tie_word_embeddings: bool = True
     max_position_embeddings: int = 40960
+    # A restricted output vocabulary (empty = all `vocab_size` tokens): the head scores only these token
+    # ids. For tiny models trained on a narrow dataset, where a 151,936-way head would cost most of the
+    # compute; every other token gets probability 0. (The Molmo2 format keeps the full head.)
+    output_token_ids: tuple[int, ...] = ()
 
     @classmethod
     def qwen3_0_6b(cls) -> LanguageModelConfig:
@@ -87,6 +91,10 @@ class VisionConfig:
     patch_bias: bool = True  # SigLIP's patch embedding has a bias, CLIP's does not
     # Blocks whose outputs are concatenated on channels; negative counts from num_layers.
     feature_layers: tuple[int, ...] = (-3, -9)
+    # How the processor cuts images for this encoder: up to max_crops overlapping crops besides the global
+    # one (0 = the global crop only), neighbours overlapping by overlap_margins patches.
+    max_crops: int = 8
+    overlap_margins: tuple[int, int] = (4, 4)
 
     @property
     def patches_per_side(self) -> int:

@@ -71,10 +71,13 @@ class Connector(nn.Module):
             raise ValueError(f"unknown connector kind {config.kind!r}: use 'attention', 'linear' or 'mlp'")
         self.reset_parameters()
 
-    def reset_parameters(self, std: float = 0.02) -> None:
+    def reset_parameters(self) -> None:
+        """Fan-in scaled weights: vision tokens start at about unit scale, well above the token embeddings
+        they are added to, so a fresh model sees the image from the first step (with a 0.02-std init the
+        projected features vanish next to the embeddings and training sits on a "blind" plateau)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
+                nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 

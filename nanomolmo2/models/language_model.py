@@ -17,7 +17,7 @@ from torch import nn
 
 from .attention import KVCache, build_attention_mask
 from .config import LanguageModelConfig
-from .loss import causal_lm_loss
+from .loss import IGNORE_INDEX, causal_lm_loss
 
 
 @dataclass
@@ -155,6 +155,12 @@ class LanguageModel(nn.Module):
             None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         self.gradient_checkpointing = False
+        if config.output_token_ids:
+            ids = torch.tensor(sorted(set(config.output_token_ids)))
+            index = torch.full((config.vocab_size,), -1, dtype=torch.long)
+            index[ids] = torch.arange(len(ids))
+            self.register_buffer("output_ids", ids, persistent=False)  # head row k scores token output_ids[k]
+            self.register_buffer("output_index", index, persistent=False)  # token id -> head row, -1 = none
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -169,8 +175,34 @@ class LanguageModel(nn.Module):
 
     @property
     def head_weight(self) -> torch.Tensor:
-        """`[vocab, D]`: the output head (the base rows of the embedding table when tied)."""
-        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        """`[vocab, D]` (or `[len(output_token_ids), D]`): the output head, the embedding table when tied."""
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return weight[self.output_ids] if self.config.output_token_ids else weight
+
+    def head_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Token-id labels -> rows of the head (the identity without a restricted output vocabulary)."""
+        if not self.config.output_token_ids:
+            return labels
+        rows = torch.where(
+            labels == IGNORE_INDEX, IGNORE_INDEX, self.output_index[labels.clamp(0, self.config.vocab_size - 1)]
+        )
+        missing = (rows == -1) & (labels != IGNORE_INDEX)
+        if bool(missing.any()):
+            raise ValueError(f"label token {int(labels[missing][0])} is not in the model's output vocabulary")
+        return rows
+
+    def head_token_ids(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of the head -> token ids (the identity without a restricted output vocabulary)."""
+        return self.output_ids[rows] if self.config.output_token_ids else rows
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`[..., vocab]` logits; tokens outside a restricted output vocabulary get -inf."""
+        scores = hidden @ self.head_weight.t()
+        if not self.config.output_token_ids:
+            return scores
+        full = scores.new_full((*scores.shape[:-1], self.config.vocab_size), float("-inf"))
+        full[..., self.output_ids] = scores
+        return full
 
     def hidden_states(
         self,
@@ -235,10 +267,10 @@ class LanguageModel(nn.Module):
             inputs_embeds = self.embed_tokens(input_ids)
         hidden = self.hidden_states(inputs_embeds, **decoder_kwargs)
         if labels is None:
-            return ModelOutput(logits=hidden @ self.head_weight.t(), hidden_states=hidden)
+            return ModelOutput(logits=self.logits(hidden), hidden_states=hidden)
         loss, logits = causal_lm_loss(
             hidden,
-            labels,
+            self.head_labels(labels),
             self.head_weight,
             loss_weights=loss_weights,
             z_loss_weight=z_loss_weight,

@@ -83,6 +83,7 @@ def molmo2_config(cfg: dict) -> NanoMolmo2Config:
         rms_norm_eps=text.get("rms_norm_eps", text.get("layer_norm_eps", 1e-6)),
         tie_word_embeddings=False,  # Molmo2 files always carry their own lm_head
         max_position_embeddings=text.get("max_position_embeddings", 36864),
+        output_token_ids=tuple(extra.get("output_token_ids", ())),
     )
     vision_extra = extra.get("vision", {})
     vision = VisionConfig(
@@ -97,6 +98,8 @@ def molmo2_config(cfg: dict) -> NanoMolmo2Config:
         use_cls_token=vision_extra.get("use_cls_token", False),
         patch_bias=vision_extra.get("patch_bias", True),
         feature_layers=tuple(adapter.get("vision_feature_layer") or adapter.get("vit_layers") or (-3, -9)),
+        max_crops=vision_extra.get("max_crops", 8),
+        overlap_margins=tuple(vision_extra.get("overlap_margins", (4, 4))),
     )
     connector = ConnectorConfig(
         kind=extra.get("connector", "attention"),
@@ -174,12 +177,15 @@ def molmo2_config_dict(config: NanoMolmo2Config) -> dict:
         },
         "nanomolmo2": {
             "connector": conn.kind,
+            "output_token_ids": list(llm.output_token_ids),
             "image_pooling": list(conn.image_pooling),
             "video_pooling": list(conn.video_pooling),
             "vision": {
                 "activation": vision.activation,
                 "use_cls_token": vision.use_cls_token,
                 "patch_bias": vision.patch_bias,
+                "max_crops": vision.max_crops,
+                "overlap_margins": list(vision.overlap_margins),
             },
         },
     }

@@ -115,10 +115,10 @@ class NanoMolmo2(nn.Module):
             cache=cache,
         )
         if labels is None:
-            return ModelOutput(logits=hidden @ self.llm.head_weight.t(), hidden_states=hidden)
+            return ModelOutput(logits=self.llm.logits(hidden), hidden_states=hidden)
         loss, logits = causal_lm_loss(
             hidden,
-            labels,
+            self.llm.head_labels(labels),
             self.llm.head_weight,
             loss_weights=loss_weights,
             z_loss_weight=z_loss_weight,
@@ -154,7 +154,7 @@ class NanoMolmo2(nn.Module):
             position_ids = torch.arange(L, device=input_ids.device).expand(B, L)
         else:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        cache = KVCache(self.config.llm, B, L + max_new_tokens, input_ids.device, self.llm.head_weight.dtype)
+        cache = KVCache(self.config.llm, B, L + max_new_tokens, input_ids.device, self.llm.embed_tokens.weight.dtype)
         mm_token_type_ids = vision_inputs.pop("mm_token_type_ids", None)
         vision_inputs = {k: v for k, v in vision_inputs.items() if k in _VISION_INPUT_NAMES}
         embeds = self.embed(input_ids, **vision_inputs)
@@ -169,8 +169,8 @@ class NanoMolmo2(nn.Module):
         finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         new_tokens = []
         for step in range(max_new_tokens):
-            logits = hidden[:, -1] @ self.llm.head_weight.t()  # [B, vocab]
-            token = _pick_token(logits.float(), temperature, top_p, generator)
+            scores = hidden[:, -1] @ self.llm.head_weight.t()  # [B, vocab] (or the restricted vocabulary)
+            token = self.llm.head_token_ids(_pick_token(scores.float(), temperature, top_p, generator))
             token = torch.where(finished, torch.full_like(token, eos), token)
             new_tokens.append(token)
             finished |= token == eos

@@ -33,6 +33,19 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS = {"gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu}
 
 
+def sincos_2d(side: int, dim: int) -> torch.Tensor:
+    """`[side * side, dim]` fixed 2D sine-cosine position codes (half the channels for rows, half for columns)."""
+    quarter = dim // 4
+    frequencies = 1.0 / (100.0 ** (torch.arange(quarter) / max(quarter, 1)))  # [dim/4]
+    rows, cols = torch.meshgrid(torch.arange(side).float(), torch.arange(side).float(), indexing="ij")
+    codes = []
+    for position in (rows.flatten(), cols.flatten()):
+        angles = position[:, None] * frequencies  # [side*side, dim/4]
+        codes += [angles.sin(), angles.cos()]
+    grid = torch.cat(codes, dim=1)  # [side*side, 4 * (dim/4)]
+    return torch.nn.functional.pad(grid, (0, dim - grid.shape[1]))
+
+
 class VisionBlock(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
@@ -70,18 +83,24 @@ class VisionEncoder(nn.Module):
         self.frozen = False
         self.reset_parameters()
 
-    def reset_parameters(self, std: float = 0.02) -> None:
+    def reset_parameters(self) -> None:
+        """A from-scratch initialisation (pretrained weights replace it): fan-in scaled Linear layers, so
+        activations keep their scale through the blocks, and 2D sine-cosine position embeddings, so that
+        even a frozen random encoder tells every token where its patch is (what pointing needs)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, std=std)
+                nn.init.normal_(module.weight, std=module.in_features**-0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        nn.init.normal_(self.pos_embed, std=std)
-        if self.config.use_cls_token:
-            nn.init.normal_(self.cls_embed, std=std)
+        with torch.no_grad():
+            grid = sincos_2d(self.config.patches_per_side, self.config.hidden_size)
+            self.pos_embed[-grid.shape[0] :] = grid  # after the class token, if there is one
+            if self.config.use_cls_token:
+                nn.init.normal_(self.cls_embed, std=1.0)
+                self.pos_embed[0].zero_()
 
     @property
     def feature_dim(self) -> int:

@@ -25,14 +25,16 @@ class TrainConfig:
     molmo2_path: str = ""  # with qwen3_path: Molmo2's ViT + pooling and Qwen3 (the nanoMolmo2 default)
     qwen3_path: str = ""
     init_from: str = ""  # a Molmo2-format folder (e.g. the previous stage's final/) to start from
+    # "full", or "data": a fresh model's head scores only the tokens that `data`'s answers contain
+    # (data/vocabulary.py; for tiny models, whose 151,936-way head would cost most of the compute)
+    output_vocabulary: str = "full"
     # ---- data
     data: str = ""  # a folder written by `nanomolmo2 synth` or `nanomolmo2 prepare`
     val_data: str = ""  # held-out folder for the validation loss (empty: none)
     # (rate, dataset kinds) groups; kinds: caption, pointing, vqa, text, video
     mixture: list = field(default_factory=lambda: [[0.6, ["caption"]], [0.3, ["pointing"]], [0.1, ["text"]]])
     seq_len: int = 2536
-    max_crops: int = 8
-    overlap_margins: list = field(default_factory=lambda: [4, 4])
+    max_crops: int | None = None  # override the model's `vision.max_crops` (e.g. 24 for pointing)
     max_frames: int = 128
     max_conversations: int = 8  # annotations of one image per example
     loss_weighting: str = "none"  # "none" or "molmo2" (2/sqrt(n) per answer, 0.2 for points, ...)

@@ -27,6 +27,7 @@ from ..data.mixture import Mixture
 from ..data.processor import Processor
 from ..data.tokenizer import Tokenizer
 from ..data.video_datasets import VideoDataset
+from ..data.vocabulary import answer_vocabulary
 from ..models.nanomolmo2 import NanoMolmo2
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig, config_dict
@@ -60,6 +61,8 @@ def build_model(config: TrainConfig) -> NanoMolmo2:
         if not (config.molmo2_path and config.qwen3_path):
             raise ValueError("molmo2_path and qwen3_path go together")
         return NanoMolmo2.from_molmo2_and_qwen3(config.molmo2_path, config.qwen3_path)
+    if config.output_vocabulary == "data":
+        config.model.llm.output_token_ids = tuple(answer_vocabulary(config.data))
     return NanoMolmo2(config.model)
 
 
@@ -111,12 +114,8 @@ class Trainer:
         self.autocast = self._autocast_dtype()
 
         tokenizer = Tokenizer()
-        self.processor = Processor.for_model(
-            unwrap(self.model).config,
-            tokenizer,
-            max_crops=config.max_crops,
-            overlap_margins=tuple(config.overlap_margins),
-        )
+        crops = {} if config.max_crops is None else {"max_crops": config.max_crops}
+        self.processor = Processor.for_model(unwrap(self.model).config, tokenizer, **crops)
         self.mixture = build_mixture(config, config.data, config.seed)
         # This rank's shards: micro-batch a of rank r comes from shard r * accumulation + a.
         self.shard_ids = [env.rank * self.accumulation + a for a in range(self.accumulation)]

@@ -158,3 +158,12 @@ def test_shapesworld_video_examples(tmp_path, caplog):
         point_times = {f"{t:.1f}" for t, *_ in parse_points(answers)}
         assert point_times and point_times <= times  # every answered time is a frame the model saw
     assert "99.00s is outside the sampled video" in caplog.text and "videos.jsonl:1" in caplog.text
+
+
+def test_image_datasets_leave_video_rows_to_the_video_dataset(tmp_path):
+    from nanomolmo2.data.image_datasets import CaptioningDataset, VQADataset
+    from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+
+    write_shapesworld_videos(tmp_path, num_videos=2, seed=0)
+    assert len(VideoDataset(tmp_path)) == 2
+    assert len(CaptioningDataset(tmp_path)) == 0 and len(VQADataset(tmp_path)) == 0

@@ -114,3 +114,29 @@ def test_tiny_model_overfits_ten_samples():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05
+
+
+def test_restricted_output_vocabulary(tmp_path):
+    """A head over a few token ids: softmax over those only, generation emits only those, saved and reloaded."""
+    config = tiny_config()
+    allowed = (7, 42, 100, 151645, 3000)
+    config.llm.output_token_ids = allowed
+    torch.manual_seed(0)
+    model = randomize(NanoMolmo2(config)).eval()
+    inputs = image_inputs(tiny_molmo2_config())
+    labels = torch.full_like(inputs["input_ids"], -100)
+    labels[0, -3:] = torch.tensor([42, 7, 151645])
+    with torch.no_grad():
+        full = model(**inputs).logits[0]
+        out = model(**inputs, labels=labels)
+    assert torch.isinf(full[:, 8]).all() and torch.isfinite(full[:, list(allowed)]).all()
+    expected = torch.nn.functional.cross_entropy(full[-4:-1, list(allowed)], torch.tensor([1, 0, 3]))
+    assert torch.allclose(out.loss, expected, atol=1e-5)
+    generated = model.generate(**inputs, max_new_tokens=8, eos_token_id=-1)
+    assert set(generated.flatten().tolist()) <= set(allowed)
+    with pytest.raises(ValueError, match="not in the model's output vocabulary"):
+        model(**inputs, labels=torch.where(labels == 42, 43, labels))
+    model.save_pretrained(tmp_path)
+    again = NanoMolmo2.from_pretrained(tmp_path).eval()
+    assert again.config.llm.output_token_ids == allowed
+    assert torch.equal(again.generate(**inputs, max_new_tokens=8, eos_token_id=-1), generated)

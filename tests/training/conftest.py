@@ -21,6 +21,7 @@ SMALL_MODEL = {
     "model.vision.num_heads": 2,
     "model.vision.intermediate_size": 64,
     "model.vision.feature_layers": (-1,),
+    "model.vision.max_crops": 0,
     "model.connector.pool_heads": 2,
     "model.connector.pool_head_dim": 16,
     "model.connector.pool_hidden_size": 32,

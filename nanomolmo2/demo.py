@@ -1,0 +1,162 @@
+"""`make demo`: train a tiny nanoMolmo2 through all three stages on ShapesWorld, on a CPU, and evaluate it.
+
+    python -m nanomolmo2.demo [--quick] [--out runs/demo] [--data data/demo]
+
+1. ShapesWorld at the `easy` level: a training split (seed 0) and a held-out split (seed 1), images and videos.
+2. Stage 1 (captions, pointing, text) -> stage 2 (all image and video tasks) -> stage 3 (longer sequences,
+   more frames), each starting from the previous stage's final model (configs/tiny_stage*.toml).
+3. Molmo2's metrics on the held-out split, and the same image metrics with blank images; a table,
+   `metrics.json` (with the wall time) and `points.png` (predicted points over the true masks).
+`--quick` is a one-minute version for the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .data.points import POINT_PROMPT, VIDEO_POINT_PROMPT
+from .data.synthetic import write_shapesworld
+from .data.synthetic_video import write_shapesworld_videos
+from .data.video_io import load_video
+from .eval.commands import load_model, points_picture
+from .eval.draw import caption_under, grid, overlay_masks
+from .eval.evaluate import evaluate
+from .eval.generation import Request, generate_answers
+from .training.config import load_config
+from .training.trainer import run
+
+TARGETS = {
+    "count_accuracy": 0.80,
+    "vqa_accuracy": 0.75,
+    "point_f1": 0.55,
+    "caption_accuracy": 0.40,
+    "video_qa_accuracy": 0.65,
+    "video_point_f1": 0.35,
+}
+
+
+@dataclass
+class Settings:
+    images: int
+    videos: int
+    eval_images: int
+    eval_videos: int
+    steps: tuple[int, int, int]  # per stage
+    eval_frames: int = 16
+
+
+FULL = Settings(images=3000, videos=300, eval_images=60, eval_videos=20, steps=(300, 80, 10))
+QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 12, 3))
+
+
+def write_data(folder: Path, settings: Settings) -> tuple[Path, Path]:
+    train, held_out = folder / "train", folder / "eval"
+    for out, seed, images, videos in (
+        (train, 0, settings.images, settings.videos),
+        (held_out, 1, settings.eval_images, settings.eval_videos),
+    ):
+        if not (out / "info.json").is_file() or json.loads((out / "info.json").read_text())["images"] != images:
+            write_shapesworld(out, images, seed=seed, image_size=112)
+            write_shapesworld_videos(out, videos, seed=seed, image_size=112)
+    return train, held_out
+
+
+def train_stages(train: Path, held_out: Path, out: Path, settings: Settings) -> Path:
+    previous = None
+    for stage, steps in zip((1, 2, 3), settings.steps, strict=True):
+        overrides = {"data": str(train), "val_data": str(held_out), "out_dir": str(out / f"stage{stage}"),
+                     "max_steps": steps, "save_every": 0, "eval_every": max(1, steps // 4)}  # fmt: skip
+        if stage == 1:
+            overrides["output_vocabulary"] = "data"
+        else:
+            overrides["init_from"] = str(previous)
+        run(load_config(f"configs/tiny_stage{stage}.toml", overrides))
+        previous = out / f"stage{stage}" / "final"
+    return previous
+
+
+def picture(model, processor, held_out: Path, out: Path, frames: int) -> None:
+    """Held-out images with their pointing answers over the true masks, and one video strip."""
+    tiles = []
+    rows = [json.loads(line) for line in (held_out / "images.jsonl").read_text().splitlines()][:8]
+    queries = [(row, next(a for a in row["annotations"] if a["task"] == "pointing" and a["points"])) for row in rows]
+    requests = [
+        Request(POINT_PROMPT.format(label=a["label"]), [held_out / row["image"]], max_new_tokens=72)
+        for row, a in queries
+    ]
+    for (row, annotation), answer in zip(queries, generate_answers(model, processor, requests), strict=True):
+        mask = np.array(PIL.Image.open(held_out / row["masks"]))
+        ids = sorted({int(mask[int(y), int(x)]) for x, y in annotation["points"]} - {0})
+        image = overlay_masks(PIL.Image.open(held_out / row["image"]), mask, ids)
+        tiles.append(caption_under(points_picture(answer, image=image), annotation["label"]))
+    sheets = [grid(tiles, columns=4)]
+    videos = [json.loads(line) for line in (held_out / "videos.jsonl").read_text().splitlines()]
+    for row in videos:
+        annotation = next((a for a in row["annotations"] if a["task"] == "pointing" and a["points"]), None)
+        if annotation:
+            video = load_video(held_out / row["video"], max_frames=frames)
+            answer = generate_answers(
+                model,
+                processor,
+                [Request(VIDEO_POINT_PROMPT.format(label=annotation["label"]), video=video, max_new_tokens=160)],
+            )[0]
+            sheets.append(caption_under(points_picture(answer, video=video), f"video: {annotation['label']}"))
+            break
+    grid(sheets, columns=1).save(out / "points.png")
+
+
+def report(metrics: dict) -> str:
+    lines = [f"{'metric':22s} {'held-out':>9s} {'blank':>7s} {'target':>7s}"]
+    for name in [
+        "caption_accuracy",
+        "vqa_accuracy",
+        "count_accuracy",
+        "point_f1",
+        "video_qa_accuracy",
+        "video_point_f1",
+        "text_accuracy",
+    ]:
+        blank = metrics.get(f"blank_{name}")
+        target = TARGETS.get(name)
+        lines.append(
+            f"{name:22s} {metrics.get(name, float('nan')):9.3f} {'' if blank is None else f'{blank:.3f}':>7s} "
+            f"{'' if target is None else f'{target:.2f}':>7s}"
+        )
+    lines.append(f"{'seconds':22s} {metrics['seconds']:9.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
+    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--data", default="data/demo")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    start = time.time()
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train, held_out = write_data(Path(args.data), settings)
+    final = train_stages(train, held_out, out, settings)
+    model, processor = load_model(final)
+    metrics, records = evaluate(model, processor, held_out, max_frames=settings.eval_frames)
+    picture(model, processor, held_out, out, settings.eval_frames)
+    metrics["seconds"] = time.time() - start
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "answers.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(report(metrics))
+    print(f"\nwritten: {out / 'metrics.json'}, {out / 'points.png'}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Batched generation: several prompts with their images / videos -> answers, with the KV cache.
+
+Prompts use the training chat layout (`chat_prompt`): media first, then
+`<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n`. A batch is left-padded so that every
+row's next token is at the last position; the vision inputs of all rows are concatenated in row order,
+which is the order of their `<im_patch>` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..data.collator import PAD_ID
+from ..data.processor import VISION_TOKEN_IDS, Processor, merge_vision_inputs
+from ..models.nanomolmo2 import NanoMolmo2
+
+
+@dataclass
+class Request:
+    question: str
+    images: list = field(default_factory=list)  # paths or PIL images
+    video: tuple[np.ndarray, list[float]] | None = None  # (frames, times)
+    max_new_tokens: int = 64
+
+
+def chat_prompt(question: str, num_images: int = 0, video: bool = False) -> str:
+    """Media markers first ("Image i" before each of several images), then the user turn, as in training."""
+    media = "<|image|>" if num_images == 1 else "".join(f"Image {i + 1}<|image|>" for i in range(num_images))
+    media += "<|video|>" if video else ""
+    return f"{media}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.stack([torch.cat([r.new_full((width - len(r),), value), r]) for r in rows])
+
+
+@torch.no_grad()
+def generate_answers(
+    model: NanoMolmo2, processor: Processor, requests: list[Request], batch_size: int = 16, max_crops: int | None = None
+) -> list[str]:
+    """Greedy answers to `requests`, in order (batches group requests of similar length)."""
+    device = next(model.parameters()).device
+    answers: list[str] = [""] * len(requests)
+    encoded = []
+    for request in requests:
+        images = [processor.preprocess(image, max_crops) for image in request.images]
+        videos = [processor.preprocess_video(*request.video)] if request.video is not None else []
+        text = chat_prompt(request.question, len(images), bool(videos))
+        ids = processor.tokenizer.encode("<|im_end|>" + processor.expand(text, images, videos))
+        encoded.append((torch.tensor(ids), images + videos))
+    order = sorted(range(len(requests)), key=lambda i: len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids = _left_pad([encoded[i][0] for i in chunk], PAD_ID)
+        mask = _left_pad([torch.ones_like(encoded[i][0]) for i in chunk], 0)
+        vision = [v for i in chunk for v in encoded[i][1]]
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        inputs["mm_token_type_ids"] = torch.isin(ids, torch.tensor(VISION_TOKEN_IDS)).long().to(device)
+        if vision:
+            pixel_values, pooling = merge_vision_inputs(vision)
+            inputs["pixel_values"], inputs["image_token_pooling"] = pixel_values.to(device), pooling.to(device)
+        new_tokens = model.generate(**inputs, max_new_tokens=max(requests[i].max_new_tokens for i in chunk))
+        for row, i in enumerate(chunk):
+            tokens = new_tokens[row].tolist()
+            if processor.tokenizer.eos_id in tokens:
+                tokens = tokens[: tokens.index(processor.tokenizer.eos_id)]
+            answers[i] = processor.tokenizer.decode(tokens[: requests[i].max_new_tokens]).strip()
+    return answers
