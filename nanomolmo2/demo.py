@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ class Settings:
     eval_frames: int = 16
 
 
-FULL = Settings(images=3000, videos=300, eval_images=60, eval_videos=20, steps=(300, 80, 10))
+FULL = Settings(images=3000, videos=300, eval_images=60, eval_videos=20, steps=(250, 130, 10))
 QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 12, 3))
 
 
@@ -78,6 +79,7 @@ def train_stages(train: Path, held_out: Path, out: Path, settings: Settings) -> 
             overrides["output_vocabulary"] = "data"
         else:
             overrides["init_from"] = str(previous)
+        shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a new demo run, not a resumed one
         run(load_config(f"configs/tiny_stage{stage}.toml", overrides))
         previous = out / f"stage{stage}" / "final"
     return previous

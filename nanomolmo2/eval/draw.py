@@ -1,4 +1,4 @@
-"""Pictures of points: predicted points drawn over an image (and its true masks), grids and video strips."""
+"""Pictures of points: predicted points drawn over an image (with its true objects outlined), grids, strips."""
 
 from __future__ import annotations
 
@@ -6,19 +6,21 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
-MASK_COLOURS = [(255, 80, 80), (80, 200, 80), (80, 120, 255), (240, 200, 0), (200, 80, 220), (0, 200, 220)]
+OUTLINE = (255, 0, 255)
 
 
-def overlay_masks(image: PIL.Image.Image, mask: np.ndarray | None, object_ids: list[int], alpha: float = 0.45):
-    """Tint the pixels of the given objects (the true answer) so that hits and misses are visible."""
+def overlay_masks(image: PIL.Image.Image, mask: np.ndarray | None, object_ids: list[int]) -> PIL.Image.Image:
+    """Outline the true objects (the right answer) in magenta, so that hits and misses are visible while
+    the objects keep their colours."""
     image = image.convert("RGB")
     if mask is None or not object_ids:
         return image
-    pixels = np.asarray(image).astype(np.float32)
-    for k, object_id in enumerate(object_ids):
-        where = mask == object_id
-        pixels[where] = (1 - alpha) * pixels[where] + alpha * np.array(MASK_COLOURS[k % len(MASK_COLOURS)])
-    return PIL.Image.fromarray(pixels.astype(np.uint8))
+    pixels = np.asarray(image).copy()
+    inside = np.isin(mask, object_ids)
+    padded = np.pad(inside, 1)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    pixels[inside & ~interior] = OUTLINE
+    return PIL.Image.fromarray(pixels)
 
 
 def draw_points(image: PIL.Image.Image, points: list[tuple[float, float]], scale: int = 1) -> PIL.Image.Image:

@@ -135,6 +135,8 @@ class Trainer:
         self.writer = None
         if env.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if not config.resume_from:  # a fresh run starts a fresh log (a resumed one appends to it)
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
             (self.out / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
             from torch.utils.tensorboard import SummaryWriter
 
