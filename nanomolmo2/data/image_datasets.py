@@ -78,6 +78,30 @@ def jsonl_files(path: str | Path) -> list[Path]:
     return files
 
 
+def read_rows(path: str | Path, tasks: tuple[str, ...], video: bool) -> tuple[list[Row], int]:
+    """The rows of every JSONL file at `path` with annotations of `tasks` (rows with a video, or without),
+    and the number of malformed lines."""
+    rows, malformed = [], 0
+    for file in jsonl_files(path):
+        file_rows, bad = read_jsonl(file)
+        malformed += bad
+        rows += [
+            r
+            for r in file_rows
+            if ("video" in r.data) == video and any(a.get("task") in tasks for a in r.data.get("annotations", []))
+        ]
+    return rows, malformed
+
+
+def annotation_subset(row: Row, tasks: tuple[str, ...], limit: int) -> list[dict]:
+    """The row's annotations of `tasks`, at most `limit`: a stable subset (the same row, the same subset)."""
+    annotations = [a for a in row.data["annotations"] if a.get("task") in tasks]
+    if len(annotations) > limit:
+        start = zlib.crc32(row.source.encode()) % len(annotations)
+        annotations = (annotations[start:] + annotations[:start])[:limit]
+    return annotations
+
+
 def _choice(options: tuple[str, ...], key: str) -> str:
     """A stable pseudo-random pick (the same row always gets the same phrasing; crc32 is stable across runs)."""
     return options[zlib.crc32(key.encode()) % len(options)]
@@ -136,27 +160,15 @@ class JsonlDataset(torch.utils.data.Dataset):
     def __init__(self, path: str | Path, tasks: tuple[str, ...] | None = None, max_conversations: int = 8) -> None:
         self.tasks = tuple(tasks or self.tasks)
         self.max_conversations = max_conversations
-        self.rows: list[Row] = []
-        self.malformed_lines = 0
-        for file in jsonl_files(path):
-            rows, bad = read_jsonl(file)
-            self.malformed_lines += bad
-            # Rows with a video belong to VideoDataset: without their video, their answers cannot be learnt.
-            self.rows += [
-                r
-                for r in rows
-                if "video" not in r.data and any(a.get("task") in self.tasks for a in r.data.get("annotations", []))
-            ]
+        # Rows with a video belong to VideoDataset: without their video, their answers cannot be learnt.
+        self.rows, self.malformed_lines = read_rows(path, self.tasks, video=False)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> Example:
         row = self.rows[i]
-        annotations = [a for a in row.data["annotations"] if a.get("task") in self.tasks]
-        if len(annotations) > self.max_conversations:  # a stable subset: the same row always gives the same one
-            start = zlib.crc32(row.source.encode()) % len(annotations)
-            annotations = (annotations[start:] + annotations[:start])[: self.max_conversations]
+        annotations = annotation_subset(row, self.tasks, self.max_conversations)
         conversations = []
         for k, annotation in enumerate(annotations):
             try:

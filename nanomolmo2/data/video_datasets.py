@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .examples import Conversation, Example
-from .image_datasets import Row, conversation, jsonl_files, read_jsonl
+from .image_datasets import annotation_subset, conversation, read_rows
 from .points import COUNT_PROMPT, NO_MATCH, VIDEO_POINT_PROMPT, format_tracks, format_video_points
 from .video_io import VideoError, load_video, sample_frame_times
 
@@ -114,26 +114,14 @@ class VideoDataset(torch.utils.data.Dataset):
     ) -> None:
         self.tasks = tuple(tasks or self.tasks)
         self.max_conversations, self.max_fps, self.max_frames = max_conversations, max_fps, max_frames
-        self.rows: list[Row] = []
-        self.malformed_lines = 0
-        for file in jsonl_files(path):
-            rows, bad = read_jsonl(file)
-            self.malformed_lines += bad
-            self.rows += [
-                r
-                for r in rows
-                if "video" in r.data and any(a.get("task") in self.tasks for a in r.data.get("annotations", []))
-            ]
+        self.rows, self.malformed_lines = read_rows(path, self.tasks, video=True)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> Example:
         row = self.rows[i]
-        annotations = [a for a in row.data["annotations"] if a.get("task") in self.tasks]
-        if len(annotations) > self.max_conversations:  # a stable subset, as for images
-            start = zlib.crc32(row.source.encode()) % len(annotations)
-            annotations = (annotations[start:] + annotations[:start])[: self.max_conversations]
+        annotations = annotation_subset(row, self.tasks, self.max_conversations)
         static = []
         for k, annotation in enumerate(a for a in annotations if a.get("task") not in TIMED_TASKS):
             try:
