@@ -55,7 +55,7 @@ class Settings:
 
 
 FULL = Settings(images=3000, videos=300, eval_images=60, eval_videos=20, steps=(250, 130, 10))
-QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 12, 3))
+QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 25, 2))
 
 
 def write_data(folder: Path, settings: Settings) -> tuple[Path, Path]:

@@ -25,7 +25,8 @@ class TrainConfig:
     molmo2_path: str = ""  # with qwen3_path: Molmo2's ViT + pooling and Qwen3 (the nanoMolmo2 default)
     qwen3_path: str = ""
     init_from: str = ""  # a Molmo2-format folder (e.g. the previous stage's final/) to start from
-    # "full", or "data": a fresh model's head scores only the tokens that `data`'s answers contain
+    # "full", or "data": a fresh model's head scores only the tokens that the answers of `data` and
+    # `val_data` contain
     # (data/vocabulary.py; for tiny models, whose 151,936-way head would cost most of the compute)
     output_vocabulary: str = "full"
     # ---- data

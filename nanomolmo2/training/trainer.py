@@ -61,8 +61,9 @@ def build_model(config: TrainConfig) -> NanoMolmo2:
         if not (config.molmo2_path and config.qwen3_path):
             raise ValueError("molmo2_path and qwen3_path go together")
         return NanoMolmo2.from_molmo2_and_qwen3(config.molmo2_path, config.qwen3_path)
-    if config.output_vocabulary == "data":
-        config.model.llm.output_token_ids = tuple(answer_vocabulary(config.data))
+    if config.output_vocabulary == "data":  # the tokens of the answers in the training and validation data
+        folders = [config.data] + ([config.val_data] if config.val_data else [])
+        config.model.llm.output_token_ids = tuple(sorted({t for f in folders for t in answer_vocabulary(f)}))
     return NanoMolmo2(config.model)
 
 
