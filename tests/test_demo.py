@@ -12,19 +12,13 @@ def test_quick_demo_learns(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved == metrics
     assert (tmp_path / "run" / "stage3" / "final" / "model.safetensors").is_file()  # 2 steps: it runs, no more
-    for stage in (1, 2):  # the stages that train long enough to tell end below where they started
+    for stage in (1, 2):  # the stages long enough to tell: the held-out loss falls by a third or more
         log = (tmp_path / "run" / f"stage{stage}" / "metrics.jsonl").read_text().splitlines()
-        lines = [json.loads(line) for line in log]
-        assert lines[-1]["loss"] < lines[0]["loss"], stage
-        if stage == 1:  # and the held-out loss falls too
-            validation = [line["val_loss"] for line in lines if line.get("val_loss") is not None]
-            assert validation[-1] < validation[0]
-    # Above chance after ~1 minute of training: counts of 0-4 guessed at random are right 1 time in 5, and
-    # an untrained model writes no parseable points at all. (Captions, VQA, video and text need longer:
-    # see README / docs/LOG.md for the full demo.)
-    assert metrics["count_accuracy"] > 0.2
-    assert metrics["count_within_one"] >= metrics["count_accuracy"]
-    assert metrics["point_f1"] > 0.0
+        validation = [json.loads(line)["val_loss"] for line in log if json.loads(line).get("val_loss") is not None]
+        assert validation[-1] < 0.75 * validation[0], (stage, validation)
+    # After ~1 minute the metrics themselves are still noise on 10 held-out images (captions, video and text
+    # at 0; see README / docs/LOG.md for the full demo), so here they are only checked to be well formed.
+    assert all(0.0 <= value <= 1.0 for name, value in metrics.items() if name != "seconds")
     for name in ("caption_accuracy", "vqa_accuracy", "count_accuracy", "point_f1"):
         assert f"blank_{name}" in metrics
     assert metrics["seconds"] > 0
