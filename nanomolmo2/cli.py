@@ -4,6 +4,7 @@
     nanomolmo2 train --stage 1 --config FILE ...             train one stage (also: python -m nanomolmo2.train)
     nanomolmo2 generate --checkpoint DIR --image F --prompt  answer one question (draws points with --out)
     nanomolmo2 eval --checkpoint DIR --data DIR              Molmo2's metrics on a held-out folder
+    nanomolmo2 prepare DATASET --from TABLE --out DIR        a Hugging Face table -> JSONL, fetching its media
 
 Each subcommand lives next to the code it runs and provides an `add_arguments(parser)` and a `run(args)`.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from . import train
-from .data import synthetic
+from .data import prepare, synthetic
 from .eval import commands
 
 SUBCOMMANDS = {
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "train": (train.add_arguments, train.run, "train one stage of nanoMolmo2"),
     "generate": (commands.add_generate_arguments, commands.run_generate, "answer a prompt about an image or video"),
     "eval": (commands.add_eval_arguments, commands.run_eval, "Molmo2's metrics on a held-out folder with masks"),
+    "prepare": (prepare.add_arguments, prepare.run, "a Hugging Face dataset table -> JSONL, fetching its media"),
 }
 
 
