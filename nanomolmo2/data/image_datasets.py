@@ -9,7 +9,8 @@ tasks it serves and turns each into a conversation with Molmo2's prompts and ans
     vqa        the question (+ lettered options)                       -> the answer
     chat       the user turns                                          -> the assistant turns
 
-A malformed JSONL line is reported with its file and line number and skipped.
+A malformed JSONL line (not an object with a non-empty list of annotation objects) is reported with its file and
+line number and skipped; so is an annotation that cannot be used (a missing field, a wrong type, an empty answer).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class Row:
 
     def media(self, key: str) -> list[Path]:
         value = self.data.get(key)
-        paths = [value] if isinstance(value, str) else list(value or [])
+        paths = [value] if isinstance(value, str) else value or []
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValueError(f"{self.source}: {key!r} must be a path or a list of paths, got {value!r}")
         return [self.root / p for p in paths]
 
 
@@ -60,8 +63,11 @@ def read_jsonl(path: str | Path) -> tuple[list[Row], int]:
             source = f"{path}:{number}"
             try:
                 data = json.loads(line)
-                if not isinstance(data, dict) or not isinstance(data.get("annotations", []), list):
-                    raise ValueError("expected an object with an 'annotations' list")
+                annotations = data.get("annotations") if isinstance(data, dict) else None
+                if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+                    raise ValueError("expected an object with an 'annotations' list of objects")
+                if not annotations:
+                    raise ValueError("no annotations")
             except ValueError as e:  # JSONDecodeError is a ValueError
                 bad += 1
                 log.warning("skipped malformed line %s: %s", source, e)
@@ -114,12 +120,21 @@ def image_size(row: Row) -> tuple[int, int]:
     return load_image(row.media("image")[0]).size
 
 
+def answer_text(value) -> str:
+    """An answer as text: a non-empty string (or a number); anything else makes the annotation malformed."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"the answer must be a non-empty text, got {value!r}")
+    return value
+
+
 def conversation(annotation: dict, row: Row, index: int) -> Conversation:
     """One annotation -> one conversation (raises KeyError/ValueError on a malformed annotation)."""
     task = annotation["task"]
     if task == "caption":
         prompt = _choice(CAPTION_PROMPTS, f"{row.source}:{index}")
-        return Conversation([(prompt, annotation["caption"])], style="caption")
+        return Conversation([(prompt, answer_text(annotation["caption"]))], style="caption")
     if task == "pointing":
         label, points = annotation["label"], [tuple(p[:2]) for p in annotation["points"]]
         answer = format_points(points, label, *image_size(row)) if points else NO_MATCH
@@ -139,10 +154,12 @@ def conversation(annotation: dict, row: Row, index: int) -> Conversation:
         if annotation.get("options"):
             letters = "ABCDEFGHIJ"
             question += "\n" + "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(annotation["options"]))
-        return Conversation([(question, str(annotation["answer"]))], style="vqa")
+        return Conversation([(question, answer_text(annotation["answer"]))], style="vqa")
     if task == "chat":
         messages = annotation["messages"]
-        turns = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
+        turns = [
+            (messages[i]["content"], answer_text(messages[i + 1]["content"])) for i in range(0, len(messages) - 1, 2)
+        ]
         if not turns or any(messages[i]["role"] != ("user", "assistant")[i % 2] for i in range(2 * len(turns))):
             raise ValueError("chat messages must alternate user/assistant, starting with the user")
         return Conversation(turns, style="chat")

@@ -2,7 +2,8 @@
 
 DataLoader workers do the heavy part (decode, resize, tokenise) for stream positions handed out in order;
 the main process packs the examples into fixed-size batches. An item that cannot be used (a missing or
-corrupt image, a malformed annotation) is logged with its path and the reason, counted, and skipped.
+corrupt image, a malformed annotation, more tokens than `seq_len`) is logged with its path and the reason,
+counted (`DataStream.skipped`, by reason), and skipped.
 
 The stream resumes exactly: `state()` is the next mixture position plus the positions of the examples
 still waiting in the packer, which are fetched again first after a restart.
@@ -117,6 +118,8 @@ class DataStream:
                 self.skipped[item.reason.split(":")[0]] += 1
                 log.warning("skipped %s: %s", item.source, item.reason)
                 continue
+            if len(item) > self.packer.seq_len:  # the packer logs and drops it
+                self.skipped["too long"] += 1
             batch = self.packer.add(item)
             if batch is not None:
                 yield {k: v.pin_memory() if self.pin_memory and torch.is_tensor(v) else v for k, v in batch.items()}

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .examples import Conversation, Example
-from .image_datasets import annotation_subset, conversation, read_rows
+from .image_datasets import annotation_subset, answer_text, conversation, read_rows
 from .points import COUNT_PROMPT, NO_MATCH, VIDEO_POINT_PROMPT, format_tracks, format_video_points
 from .video_io import VideoError, load_video, sample_frame_times
 
@@ -129,7 +129,7 @@ class VideoDataset(torch.utils.data.Dataset):
                     prompt = VIDEO_CAPTION_PROMPTS[
                         zlib.crc32(f"{row.source}:{k}".encode()) % len(VIDEO_CAPTION_PROMPTS)
                     ]
-                    static.append(Conversation([(prompt, annotation["caption"])], "video_caption"))
+                    static.append(Conversation([(prompt, answer_text(annotation["caption"]))], "video_caption"))
                 else:
                     static.append(conversation(annotation, row, k))
             except (KeyError, ValueError, TypeError, IndexError) as e:

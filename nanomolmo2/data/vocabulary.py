@@ -35,7 +35,8 @@ def _answer_texts(annotation: dict) -> list[str]:
 
 
 def answer_vocabulary(folder: str | Path, tokenizer: Tokenizer | None = None) -> list[int]:
-    """Sorted token ids of every answer the folder's JSONL rows can produce (malformed lines are ignored)."""
+    """Sorted token ids of every answer the folder's JSONL rows can produce (malformed lines and annotations are
+    ignored)."""
     tokenizer = tokenizer or Tokenizer()
     texts = list(FORMAT_TEXTS)
     for file in jsonl_files(folder):
@@ -45,7 +46,10 @@ def answer_vocabulary(folder: str | Path, tokenizer: Tokenizer | None = None) ->
             except ValueError:
                 continue
             for annotation in row.get("annotations", []) if isinstance(row, dict) else []:
-                texts += _answer_texts(annotation)
+                try:
+                    texts += _answer_texts(annotation)
+                except (AttributeError, TypeError):
+                    continue  # a malformed annotation: the datasets report and skip it
     ids = {tokenizer.eos_id}
     for encoded in tokenizer.encode_batch(texts):
         ids.update(encoded)

@@ -6,7 +6,10 @@ A checkpoint is a folder `checkpoints/step_N/`:
     model.safetensors  + optimizer.pt        single process and DDP (rank 0 writes them)
     dcp/                                     FSDP2: torch.distributed.checkpoint shards of model + optimizer
 Everything is written into a temporary sibling folder that is renamed to `step_N` only when complete, so a
-crash during a save leaves the previous checkpoints untouched and never a half checkpoint.
+crash during a save leaves the previous checkpoints untouched and never a half checkpoint. A checkpoint is
+deleted (kept-last rotation, or replaced by a new save of its step) by renaming it away first, so a crash
+mid-delete does not leave a half one either: a `step_N` folder is always whole. Hidden leftovers of a crash
+(`.step_N.tmp`, `.step_N.old`) are cleared by the next save.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def save_checkpoint(
     final = run_dir / "checkpoints" / f"step_{step}"
     tmp = run_dir / "checkpoints" / f".step_{step}.tmp"
     if env.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a crashed save
+        for leftover in final.parent.glob(".step_*"):  # temp or trash folders of a crashed save
+            shutil.rmtree(leftover, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
     try:
@@ -84,16 +88,24 @@ def save_checkpoint(
         barrier()
         if env.is_main:
             if final.exists():
-                shutil.rmtree(final)
+                _remove(final)
             tmp.rename(final)
             for old in checkpoint_dirs(run_dir)[:-keep_last] if keep_last > 0 else []:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
     except BaseException:
         if env.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     barrier()
     return final
+
+
+def _remove(folder: Path) -> None:
+    """Delete a checkpoint: renamed to a hidden name first, so that dying mid-delete leaves no partial `step_N`."""
+    trash = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(trash, ignore_errors=True)
+    folder.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _cuda_rng():

@@ -61,7 +61,7 @@ class TrainConfig:
     z_loss: float = 1e-4
     max_bad_steps: int = 5  # stop after this many non-finite steps in a row
     # ---- systems
-    dtype: str = "auto"  # "auto" (bf16 autocast on GPU, fp32 on CPU), "float32", "bfloat16"
+    dtype: str = "auto"  # "auto" (bf16 autocast on GPU and on CPUs with native bf16, else fp32), "float32", "bfloat16"
     activation_checkpointing: bool = False
     compile: bool = False
     distributed: str = "ddp"  # "ddp" or "fsdp" (FSDP2 fully_shard) under torchrun

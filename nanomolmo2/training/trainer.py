@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,8 @@ class Trainer:
         crops = {} if config.max_crops is None else {"max_crops": config.max_crops}
         self.processor = Processor.for_model(unwrap(self.model).config, tokenizer, **crops)
         self.mixture = build_mixture(config, config.data, config.seed)
+        # Every dataset reads every JSONL file of the folder: any one of them counts the folder's malformed lines.
+        self.malformed_lines = self.mixture.datasets[0].malformed_lines
         # This rank's shards: micro-batch a of rank r comes from shard r * accumulation + a.
         self.shard_ids = [env.rank * self.accumulation + a for a in range(self.accumulation)]
         self.step = 0
@@ -145,8 +148,9 @@ class Trainer:
 
     def _autocast_dtype(self) -> torch.dtype | None:
         choice = self.config.dtype
-        if choice == "auto":
-            return torch.bfloat16 if self.env.device.type == "cuda" else None
+        if choice == "auto":  # bf16 where the hardware has it: GPUs, and CPUs with AMX / AVX512-BF16 (16x fp32 there)
+            native = self.env.device.type == "cuda" or torch.cpu._is_avx512_bf16_supported()
+            return torch.bfloat16 if native else None
         return {"float32": None, "bfloat16": torch.bfloat16}[choice]
 
     def _stream(self, mixture: Mixture, shard: tuple[int, int], state: dict | None) -> DataStream:
@@ -306,11 +310,17 @@ class Trainer:
             state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         else:
             state = model.state_dict()
+        skipped = Counter()
+        for part in all_gather_objects(sum((s.skipped for s in self.streams), Counter())):
+            skipped.update(part)
         if self.env.is_main:
             model.save_pretrained(self.out / "final", state_dict=state)
             self.writer.close()
-            skipped = sum(sum(s.skipped.values()) for s in self.streams)
-            log.info("final model in %s (%d unusable data items skipped)", self.out / "final", skipped)
+            reasons = ", ".join(f"{reason} {n}" for reason, n in skipped.most_common())
+            log.info(
+                "final model in %s; skipped %d unusable data items (%s) and %d malformed JSONL lines",
+                self.out / "final", sum(skipped.values()), reasons or "none", self.malformed_lines,
+            )  # fmt: skip
 
     def close(self) -> None:
         cleanup()

@@ -48,6 +48,7 @@ def tiny_config(data: Path, out: Path, stage: int = 1, **overrides):
         "micro_batch_size": 2,
         "max_frames": 6,
         "num_workers": 0,
+        "dtype": "float32",  # exact comparisons (resume == straight run) hold in fp32 on any CPU
         "max_steps": 6,
         "save_every": 0,
         "eval_every": 0,

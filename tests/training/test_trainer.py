@@ -1,10 +1,12 @@
 """The training loop: exact resume, frozen parts, crash-safe checkpoints, and learning on every stage."""
 
+import errno
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,24 +54,35 @@ def test_frozen_encoder_is_unchanged_and_final_model_loads(shapes_data, tmp_path
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
 
 
-def test_crash_during_save_keeps_the_previous_checkpoint(shapes_data, tmp_path, monkeypatch):
+def test_full_disk_during_save_fails_loudly_and_keeps_the_previous_checkpoint(shapes_data, tmp_path, monkeypatch):
+    """ENOSPC in any write of a save (model, optimizer / RNG, trainer.json): the save raises, its half-written
+    folder is removed, the previous checkpoint stays the one to resume from, and a later save works."""
     trainer = Trainer(tiny_config(shapes_data, tmp_path, max_steps=4, keep_last=5))
     trainer.train_step()
     trainer.save()
     trainer.train_step()
 
-    def broken_save(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def fill(path):  # a few bytes land, then the disk is full
+        Path(path).write_bytes(b"\0" * 64)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(checkpoint_module, "save_file", broken_save)
-    with pytest.raises(OSError, match="No space left"):
-        trainer.save()
-    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_1"]  # the old one, complete
-    assert not list((tmp_path / "checkpoints").glob(".step_*"))  # no half checkpoint left behind
+    writers = {
+        "model.safetensors": (checkpoint_module, "save_file", lambda state, path, *args, **kwargs: fill(path)),
+        "optimizer.pt": (checkpoint_module.torch, "save", lambda obj, path, *args, **kwargs: fill(path)),
+        "trainer.json": (Path, "write_text", lambda path, *args, **kwargs: fill(path)),
+    }
+    for name, (owner, attribute, full_disk) in writers.items():
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, attribute, full_disk)
+            with pytest.raises(OSError, match="No space left"):
+                trainer.save()
+        assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_1"], name  # the old one, complete
+        assert not list((tmp_path / "checkpoints").glob(".step_*")), name  # no half checkpoint left behind
     assert resolve_checkpoint(tmp_path).name == "step_1"
-    monkeypatch.undo()
     resumed = Trainer(tiny_config(shapes_data, tmp_path, max_steps=4, resume_from=str(tmp_path)))
     assert resumed.step == 1
+    trainer.save()  # space again
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_1", "step_2"]
 
 
 def test_keep_last_k(shapes_data, tmp_path):
@@ -111,7 +124,7 @@ def test_two_processes_match_one(shapes_data, tmp_path, mode):
 
     common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
               "max_steps": 4, "save_every": 0, "eval_every": 0, "num_workers": 0, "warmup_connector": 1,
-              "warmup_llm": 1}  # fmt: skip
+              "warmup_llm": 1, "dtype": "float32"}  # fmt: skip
     one = torchrun({**common, "distributed": mode}, 1, tmp_path / "one")
     two = torchrun({**common, "distributed": mode}, 2, tmp_path / "two")
     assert len(one) == len(two) == 4
@@ -126,7 +139,7 @@ def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, tmp_path
 
     common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
               "max_steps": 4, "save_every": 2, "keep_last": 3, "eval_every": 0, "num_workers": 0,
-              "warmup_connector": 1, "warmup_llm": 1, "distributed": "fsdp"}  # fmt: skip
+              "warmup_connector": 1, "warmup_llm": 1, "distributed": "fsdp", "dtype": "float32"}  # fmt: skip
     two = torchrun(common, 2, tmp_path / "two")
     assert (tmp_path / "two" / "checkpoints" / "step_2" / "dcp").is_dir()
     shutil.copytree(tmp_path / "two" / "checkpoints" / "step_2", tmp_path / "from_step_2")
