@@ -19,6 +19,10 @@ from .attention import KVCache, build_attention_mask
 from .config import LanguageModelConfig
 from .loss import IGNORE_INDEX, causal_lm_loss
 
+# Devices on which masked attention repeats the kv heads instead of passing enable_gqa (see Attention).
+# The CPU kernel handles a mask with grouped-query attention itself.
+REPEAT_KV_WITH_MASK = ("cuda",)
+
 
 @dataclass
 class ModelOutput:
@@ -114,7 +118,15 @@ class Attention(nn.Module):
         is_causal = mask is None and past == 0 and L > 1
         if mask is None and past > 0 and L > 1:
             mask = build_attention_mask(L, past + L, attention_mask=torch.ones(B, past + L, device=x.device))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        gqa = self.num_kv_heads != self.num_heads
+        if gqa and mask is not None and q.device.type in REPEAT_KV_WITH_MASK:
+            # CUDA's fused kernels do not take a mask together with enable_gqa: SDPA would fall back to the
+            # math kernel, which stores [B, heads, L, L] fp32 scores (87 GB per layer at 36,864 tokens).
+            # Repeated k/v heads let the memory-efficient / cuDNN kernels take the mask (same numbers).
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            gqa = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=gqa)
         return self.o_proj(out.transpose(1, 2).reshape(B, L, q_size))
 
 
