@@ -54,7 +54,7 @@ class Settings:
     eval_frames: int = 16
 
 
-FULL = Settings(images=3000, videos=300, eval_images=60, eval_videos=20, steps=(250, 130, 10))
+FULL = Settings(images=6000, videos=600, eval_images=60, eval_videos=20, steps=(500, 100, 4))
 QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 25, 2))
 
 
