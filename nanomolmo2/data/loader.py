@@ -94,7 +94,7 @@ class DataStream:
         state = state or {"next_position": 0, "pending": []}
         self.pin_memory = pin_memory  # page-locked batches copy to the GPU asynchronously
         self.packer = Packer(rows, seq_len)
-        self.skipped: Counter[str] = Counter()
+        self.unusable: Counter[str] = Counter()  # items the workers could not load, by reason
         self._next_position = state["next_position"]
         self._loader = torch.utils.data.DataLoader(
             ExampleSource(mixture, processor, weighting, max_crops),
@@ -106,6 +106,11 @@ class DataStream:
             persistent_workers=num_workers > 0,
         )
 
+    @property
+    def skipped(self) -> Counter[str]:
+        """Every item skipped so far, by reason: unusable ones, and those longer than `seq_len` (the packer's)."""
+        return self.unusable + Counter({"too long": self.packer.stats.skipped_too_long})
+
     def state(self) -> dict:
         """Where to restart: the examples still in the packer are fetched again, then the stream goes on."""
         return {"next_position": self._next_position, "pending": [list(e.origin) for e in self.packer.pending]}
@@ -115,11 +120,9 @@ class DataStream:
             if item.origin[0] >= self._next_position:
                 self._next_position = item.origin[0] + 1
             if isinstance(item, Skipped):
-                self.skipped[item.reason.split(":")[0]] += 1
+                self.unusable[item.reason.split(":")[0]] += 1
                 log.warning("skipped %s: %s", item.source, item.reason)
                 continue
-            if len(item) > self.packer.seq_len:  # the packer logs and drops it
-                self.skipped["too long"] += 1
             batch = self.packer.add(item)
             if batch is not None:
                 yield {k: v.pin_memory() if self.pin_memory and torch.is_tensor(v) else v for k, v in batch.items()}
