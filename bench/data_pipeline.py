@@ -22,13 +22,13 @@ import PIL.Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import report  # noqa: E402
-from nanomolmo2.data.collator import Packer, collate  # noqa: E402
+from nanomolmo2.data.datasets import CaptioningDataset, PointingDataset, TextDataset  # noqa: E402
 from nanomolmo2.data.examples import tokenize_example  # noqa: E402
-from nanomolmo2.data.image_datasets import CaptioningDataset, PointingDataset, TextDataset  # noqa: E402
 from nanomolmo2.data.mixture import Mixture  # noqa: E402
+from nanomolmo2.data.packing import Packer, collate  # noqa: E402
 from nanomolmo2.data.processor import Processor  # noqa: E402
-from nanomolmo2.data.synthetic import write_shapesworld  # noqa: E402
-from nanomolmo2.data.video_datasets import load_video  # noqa: E402
+from nanomolmo2.data.video_io import load_video  # noqa: E402
+from nanomolmo2.shapesworld.images import write_shapesworld  # noqa: E402
 from tests.data.media import package_dir, real_photos  # noqa: E402
 
 

@@ -48,7 +48,8 @@ from bench.common import machine, report, table  # noqa: E402
 from nanomolmo2.data.image_preprocessing import preprocess_image, preprocess_video  # noqa: E402
 from nanomolmo2.models import NanoMolmo2  # noqa: E402
 from nanomolmo2.models.attention import build_attention_mask  # noqa: E402
-from nanomolmo2.models.config import (  # noqa: E402
+from nanomolmo2.models.config import ConnectorConfig, LanguageModelConfig, NanoMolmo2Config, VisionConfig  # noqa: E402
+from nanomolmo2.tokens import (  # noqa: E402
     FRAME_END_ID,
     FRAME_START_ID,
     IM_END_ID,
@@ -57,10 +58,6 @@ from nanomolmo2.models.config import (  # noqa: E402
     IMAGE_PATCH_ID,
     IMAGE_START_ID,
     LOW_RES_IMAGE_START_ID,
-    ConnectorConfig,
-    LanguageModelConfig,
-    NanoMolmo2Config,
-    VisionConfig,
 )
 from nanomolmo2.training.flops import llm_flops_per_token, vision_flops_per_crop  # noqa: E402
 

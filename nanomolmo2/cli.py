@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 
 from . import train
-from .data import prepare, synthetic
 from .eval import commands
+from .prepare import command as prepare
+from .shapesworld import command as synth
 
 SUBCOMMANDS = {
-    "synth": (synthetic.add_arguments, synthetic.run, "write the built-in ShapesWorld dataset (images, videos, masks)"),
+    "synth": (synth.add_arguments, synth.run, "write the built-in ShapesWorld dataset (images, videos, masks)"),
     "train": (train.add_arguments, train.run, "train one stage of nanoMolmo2"),
     "generate": (commands.add_generate_arguments, commands.run_generate, "answer a prompt about an image or video"),
     "eval": (commands.add_eval_arguments, commands.run_eval, "Molmo2's metrics on a held-out folder with masks"),

@@ -4,7 +4,7 @@
 
 1. ShapesWorld at the `easy` level: a training split (seed 0) and a held-out split (seed 1), images and videos.
 2. Stage 1 (captions, pointing, text) -> stage 2 (all image and video tasks) -> stage 3 (longer sequences,
-   more frames), each starting from the previous stage's final model (configs/tiny_stage*.toml).
+   more frames), each starting from the previous stage's final model (nanomolmo2/configs/tiny_stage*.toml).
 3. Molmo2's metrics on the held-out split, and the same image metrics with blank images; a table,
    `metrics.json` (with the wall time) and `points.png` (predicted points over the true masks).
 `--quick` is a one-minute version for the test suite.
@@ -24,13 +24,13 @@ import PIL.Image
 import torch
 
 from .data.points import POINT_PROMPT, VIDEO_POINT_PROMPT
-from .data.synthetic import write_shapesworld
-from .data.synthetic_video import write_shapesworld_videos
 from .data.video_io import load_video
 from .eval.commands import load_model, points_picture
 from .eval.draw import caption_under, grid, overlay_masks
 from .eval.evaluate import evaluate
 from .eval.generation import Request, generate_answers
+from .shapesworld.images import write_shapesworld
+from .shapesworld.videos import write_shapesworld_videos
 from .training.config import load_config
 from .training.trainer import run
 
@@ -80,7 +80,7 @@ def train_stages(train: Path, held_out: Path, out: Path, settings: Settings) -> 
         else:
             overrides["init_from"] = str(previous)
         shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a new demo run, not a resumed one
-        run(load_config(f"configs/tiny_stage{stage}.toml", overrides))
+        run(load_config(f"tiny_stage{stage}", overrides))
         previous = out / f"stage{stage}" / "final"
     return previous
 

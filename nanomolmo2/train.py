@@ -1,10 +1,13 @@
 """`nanomolmo2 train` / `python -m nanomolmo2.train`: train one stage from a config file plus overrides.
 
-    nanomolmo2 train --stage 1 --config configs/tiny_stage1.toml --data data/shapes --out-dir runs/tiny/stage1
-    torchrun --nproc_per_node 8 -m nanomolmo2.train --stage 2 --config configs/stage2.toml --set distributed=fsdp
+    nanomolmo2 train --config tiny_stage1 --data data/shapes --out-dir runs/tiny/stage1
+    torchrun --nproc_per_node 8 -m nanomolmo2.train --stage 2 --data /data/molmo2 --set distributed=fsdp
 
-Flags override the config file; `--set key=value` overrides any config field (`model.llm.hidden_size=96`).
-`--learning-rate` sets the LLM's peak lr and scales the vision and connector lrs by the same factor.
+`--config` is a TOML file or a packaged config name (nanomolmo2/configs: stage1..3, tiny_stage1..3); with
+`--stage N` alone, the packaged `stageN` config is used, and a config whose `stage` differs from `--stage`
+is an error. Flags override the config file; `--set key=value` overrides any config field
+(`model.llm.hidden_size=96`). `--learning-rate` sets the LLM's peak lr and scales the vision and connector
+lrs by the same factor.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import logging
 import os
 
 FLAGS = {  # command-line flag -> config field
-    "stage": "stage",
     "data": "data",
     "val_data": "val_data",
     "batch_size": "batch_size",
@@ -28,8 +30,8 @@ FLAGS = {  # command-line flag -> config field
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="a TOML file of TrainConfig fields (configs/*.toml)")
-    parser.add_argument("--stage", type=int, choices=(1, 2, 3))
+    parser.add_argument("--config", help="a TOML file of TrainConfig fields, or a packaged name (e.g. tiny_stage1)")
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), help="alone: the packaged stageN config")
     parser.add_argument("--data", help="folder written by `nanomolmo2 synth` or `nanomolmo2 prepare`")
     parser.add_argument("--val-data", help="held-out folder for the validation loss")
     parser.add_argument("--batch-size", type=int, help="global batch: sequences per step over ranks and accumulation")
@@ -52,7 +54,13 @@ def config_from_args(args: argparse.Namespace):
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
-    config = load_config(args.config, overrides)
+    if args.config is None and args.stage is None:
+        raise SystemExit("nanomolmo2 train: give --config (a TOML file or packaged name) or --stage N")
+    config = load_config(args.config or f"stage{args.stage}", overrides)
+    if args.stage is not None and config.stage != args.stage:
+        raise SystemExit(
+            f"nanomolmo2 train: --stage {args.stage}, but config {args.config} is for stage {config.stage}"
+        )
     if args.learning_rate is not None:
         scale = args.learning_rate / config.lr_llm if config.lr_llm else 1.0
         config.lr_llm = args.learning_rate

@@ -1,7 +1,7 @@
-"""Stage 1 of the nanoMolmo2 recipe (the seed plan's script): `nanomolmo2 train --stage 1` with its defaults.
+"""Stage 1 (pre-training: captions, pointing, counting, text): `nanomolmo2 train --stage 1`.
 
-python scripts/train_stage1.py --config configs/stage1.toml --batch-size 128 --learning-rate 2e-5 --max-steps 1000
-python scripts/train_stage1.py --config configs/tiny_stage1.toml --data data/shapes --resume-from runs/tiny/stage1
+python scripts/train_stage1.py --data /data/molmo2 --set molmo2_path=Molmo2-4B/ --set qwen3_path=Qwen3-0.6B/
+python scripts/train_stage1.py --config tiny_stage1 --data data/shapes --out-dir runs/tiny/stage1
 """
 
 import sys

@@ -1,7 +1,7 @@
-"""Stage 2 of the nanoMolmo2 recipe (the seed plan's script): `nanomolmo2 train --stage 2` with its defaults.
+"""Stage 2 (supervised fine-tuning on images and videos): `nanomolmo2 train --stage 2`.
 
-python scripts/train_stage2.py --config configs/stage2.toml --batch-size 128 --learning-rate 2e-5 --max-steps 1000
-python scripts/train_stage2.py --config configs/tiny_stage2.toml --data data/shapes --resume-from runs/tiny/stage2
+python scripts/train_stage2.py --data /data/molmo2 --init-from runs/stage1/final --out-dir runs/stage2
+python scripts/train_stage2.py --config tiny_stage2 --data data/shapes --init-from runs/tiny/stage1/final
 """
 
 import sys

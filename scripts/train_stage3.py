@@ -1,7 +1,7 @@
-"""Stage 3 of the nanoMolmo2 recipe (the seed plan's script): `nanomolmo2 train --stage 3` with its defaults.
+"""Stage 3 (long-context fine-tuning, more frames): `nanomolmo2 train --stage 3`.
 
-python scripts/train_stage3.py --config configs/stage3.toml --batch-size 128 --learning-rate 2e-5 --max-steps 1000
-python scripts/train_stage3.py --config configs/tiny_stage3.toml --data data/shapes --resume-from runs/tiny/stage3
+python scripts/train_stage3.py --data /data/molmo2 --init-from runs/stage2/final --out-dir runs/stage3
+python scripts/train_stage3.py --config tiny_stage3 --data data/shapes --init-from runs/tiny/stage2/final
 """
 
 import sys

@@ -1,15 +1,14 @@
 """Training examples: media + conversations -> tokens, labels and loss weights in Molmo2's chat layout.
 
 One `Example` is one image (or several, or none) with one or more `Conversation`s about it. Tokenised,
-the media come first and are shared by all conversations (REFERENCE.md sections 2 and 5):
+the media come first and are shared by all conversations (chat.py has the layout; docs/MOLMO2.md, "Packing"):
 
     BOS  [Image 1] <vision tokens> [Image 2] <vision tokens> ...          annotation 0, positions 0..P-1
     <|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>  annotation 1, positions P..
     <|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>  annotation 2, positions P..
 
 Each conversation sees the shared prefix and itself only (annotation ids), its positions restart after the
-prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss. Multi-turn conversations
-continue with `\\n<|im_start|>user\\n...` as Molmo2's chat template writes them.
+prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ..models.loss import IGNORE_INDEX
-from .image_preprocessing import ImageInputs
-from .processor import VISION_TOKEN_IDS, Processor
-from .tokenizer import EOS_TOKEN
+from ..tokens import IGNORE_INDEX
+from .chat import answer_turn, media_prefix, user_turn
+from .image_preprocessing import ImageInputs, VideoInputs
+from .processor import Processor, vision_token_mask
 
-# Answers made of points: Molmo2 gives their tokens a flat, small weight; video captions too (REFERENCE.md 5).
+# Answers made of points: Molmo2 gives their tokens a flat, small weight; video captions too (docs/MOLMO2.md).
 POINT_STYLES = ("pointing", "point_count", "count_point", "tracking", "video_pointing")
 POINT_TOKEN_WEIGHT = 0.2
 VIDEO_CAPTION_WEIGHT = 0.1
@@ -57,19 +56,12 @@ class TokenizedExample:
     position_ids: torch.Tensor  # [L] int64, restarting after the shared prefix for every conversation
     annotation_ids: torch.Tensor  # [L] int64, 0 on the prefix, k on conversation k
     mm_token_type_ids: torch.Tensor  # [L] int64, 1 on vision tokens
-    vision: list[ImageInputs]  # the media of the prefix, in token order
+    vision: list[ImageInputs | VideoInputs]  # the media of the prefix, in token order
     source: str = ""
     origin: tuple[int, int, int] = (-1, -1, -1)  # (stream position, dataset, row) when drawn from a mixture
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
-
-
-def turn_tokens(processor: Processor, user: str, answer: str, first: bool) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids) of one exchange; the answer includes its closing <|im_end|>."""
-    tok = processor.tokenizer
-    prompt = ("" if first else "\n") + f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    return tok.encode(prompt), tok.encode(answer) + [tok.eos_id]
 
 
 def answer_weight(style: str, num_answer_tokens: int, num_conversations: int, weighting: str) -> float:
@@ -85,29 +77,21 @@ def answer_weight(style: str, num_answer_tokens: int, num_conversations: int, we
     return base / math.sqrt(num_conversations)
 
 
-def tokenize_example(
-    example: Example, processor: Processor, weighting: str = "none", max_crops: int | None = None
-) -> TokenizedExample:
+def tokenize_example(example: Example, processor: Processor, weighting: str = "none") -> TokenizedExample:
     """Load and preprocess the media (images, then the video), tokenise every conversation (module docstring).
 
     weighting: "none" (every answer token 1.0) or "molmo2" (Molmo2's SFT loss weights).
     """
-    vision = [processor.preprocess(image, max_crops) for image in example.images]
-    labels = [f"Image {i + 1}" for i in range(len(vision))] if len(vision) > 1 else [""] * len(vision)
-    prefix_text = EOS_TOKEN + "".join(
-        label + processor.image_string(v.grid) for label, v in zip(labels, vision, strict=True)
-    )
+    vision: list[ImageInputs | VideoInputs] = [processor.preprocess(image) for image in example.images]
     conversations = list(example.conversations)
     if example.video is not None:
         frames, times = example.video.load()
-        clip = processor.preprocess_video(frames, times)
-        vision.append(clip)
-        prefix_text += processor.video_string(clip)
+        vision.append(processor.preprocess_video(frames, times))
         if example.video_conversations is not None:
             conversations += example.video_conversations(times, frames.shape[2], frames.shape[1])
     if not conversations:
         raise ValueError(f"{example.source}: no usable annotation")
-    prefix = processor.tokenizer.encode(prefix_text)  # Molmo2's BOS for Qwen, then the media
+    prefix = media_prefix(processor, vision)
 
     ids = list(prefix)
     labels = [IGNORE_INDEX] * len(prefix)
@@ -117,7 +101,8 @@ def tokenize_example(
     for k, conversation in enumerate(conversations, start=1):
         start = len(ids)
         for t, (user, answer) in enumerate(conversation.turns):
-            prompt_ids, answer_ids = turn_tokens(processor, user, answer, first=t == 0)
+            prompt_ids = user_turn(processor.tokenizer, user, first=t == 0)
+            answer_ids = answer_turn(processor.tokenizer, answer)
             weight = answer_weight(conversation.style, len(answer_ids), len(conversations), weighting)
             ids += prompt_ids + answer_ids
             labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
@@ -132,7 +117,7 @@ def tokenize_example(
         loss_weights=torch.tensor(weights, dtype=torch.float32),
         position_ids=torch.tensor(positions),
         annotation_ids=torch.tensor(annotations),
-        mm_token_type_ids=torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS)).long(),
+        mm_token_type_ids=vision_token_mask(input_ids),
         vision=vision,
         source=example.source,
     )

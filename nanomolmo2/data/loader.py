@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import PIL.Image
 import torch
 
-from .collator import Packer
 from .examples import TokenizedExample, tokenize_example
 from .mixture import Mixture
+from .packing import Packer
 from .processor import Processor
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ class Skipped:
 class ExampleSource(torch.utils.data.Dataset):
     """Item (position, dataset, row) of a mixture -> a TokenizedExample, or Skipped with the reason."""
 
-    def __init__(self, mixture: Mixture, processor: Processor, weighting: str = "none", max_crops: int | None = None):
-        self.mixture, self.processor, self.weighting, self.max_crops = mixture, processor, weighting, max_crops
+    def __init__(self, mixture: Mixture, processor: Processor, weighting: str = "none"):
+        self.mixture, self.processor, self.weighting = mixture, processor, weighting
 
     def __len__(self) -> int:  # the stream is endless; DataLoader only needs a number
         return 2**62
@@ -51,7 +51,7 @@ class ExampleSource(torch.utils.data.Dataset):
         try:
             example = self.mixture.datasets[dataset][row]
             source = example.source or source
-            tokenized = tokenize_example(example, self.processor, self.weighting, self.max_crops)
+            tokenized = tokenize_example(example, self.processor, self.weighting)
         except SKIPPABLE_ERRORS as e:
             return Skipped(origin, source, f"{type(e).__name__}: {e}")
         tokenized.origin = origin
@@ -86,7 +86,6 @@ class DataStream:
         seq_len: int,
         num_workers: int = 0,
         weighting: str = "none",
-        max_crops: int | None = None,
         state: dict | None = None,
         pin_memory: bool = False,
         shard: tuple[int, int] = (0, 1),
@@ -97,7 +96,7 @@ class DataStream:
         self.unusable: Counter[str] = Counter()  # items the workers could not load, by reason
         self._next_position = state["next_position"]
         self._loader = torch.utils.data.DataLoader(
-            ExampleSource(mixture, processor, weighting, max_crops),
+            ExampleSource(mixture, processor, weighting),
             batch_size=None,
             sampler=_Origins(mixture, state["next_position"], [tuple(p) for p in state["pending"]], shard),
             num_workers=num_workers,

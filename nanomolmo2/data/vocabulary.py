@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .image_datasets import jsonl_files
+from .jsonl import jsonl_files
 from .points import NO_MATCH
 from .tokenizer import Tokenizer
 

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from ..data.image_datasets import CAPTION_PROMPTS, jsonl_files
+from ..data.datasets import CAPTION_PROMPTS
+from ..data.jsonl import jsonl_files
 from ..data.points import COUNT_PROMPT, POINT_PROMPT, VIDEO_POINT_PROMPT, parse_count, parse_points
 from ..data.processor import Processor
-from ..data.synthetic_tasks import parse_caption
 from ..data.video_io import load_video
 from ..models.nanomolmo2 import NanoMolmo2
+from ..shapesworld.tasks import parse_caption
 from .generation import Request, generate_answers
 from .metrics import count_match, point_f1, video_point_f1, vqa_match
 

@@ -1,6 +1,6 @@
 """Batched generation: several prompts with their images / videos -> answers, with the KV cache.
 
-Prompts use the training chat layout (`chat_prompt`): media first, then
+Prompts are built by the training chat layout (data/chat.py): media first, then
 `<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n`. A batch is left-padded so that every
 row's next token is at the last position; the vision inputs of all rows are concatenated in row order,
 which is the order of their `<im_patch>` tokens.
@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..data.collator import PAD_ID
-from ..data.processor import VISION_TOKEN_IDS, Processor, merge_vision_inputs
+from ..data.chat import prompt
+from ..data.processor import Processor, merge_vision_inputs, vision_token_mask
 from ..models.nanomolmo2 import NanoMolmo2
+from ..tokens import PAD_ID
 
 
 @dataclass
@@ -26,13 +27,6 @@ class Request:
     max_new_tokens: int = 64
 
 
-def chat_prompt(question: str, num_images: int = 0, video: bool = False) -> str:
-    """Media markers first ("Image i" before each of several images), then the user turn, as in training."""
-    media = "<|image|>" if num_images == 1 else "".join(f"Image {i + 1}<|image|>" for i in range(num_images))
-    media += "<|video|>" if video else ""
-    return f"{media}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-
-
 def _left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.stack([torch.cat([r.new_full((width - len(r),), value), r]) for r in rows])
@@ -40,18 +34,17 @@ def _left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate_answers(
-    model: NanoMolmo2, processor: Processor, requests: list[Request], batch_size: int = 16, max_crops: int | None = None
+    model: NanoMolmo2, processor: Processor, requests: list[Request], batch_size: int = 16
 ) -> list[str]:
     """Greedy answers to `requests`, in order (batches group requests of similar length)."""
     device = next(model.parameters()).device
     answers: list[str] = [""] * len(requests)
     encoded = []
     for request in requests:
-        images = [processor.preprocess(image, max_crops) for image in request.images]
-        videos = [processor.preprocess_video(*request.video)] if request.video is not None else []
-        text = chat_prompt(request.question, len(images), bool(videos))
-        ids = processor.tokenizer.encode("<|im_end|>" + processor.expand(text, images, videos))
-        encoded.append((torch.tensor(ids), images + videos))
+        vision = [processor.preprocess(image) for image in request.images]
+        if request.video is not None:
+            vision.append(processor.preprocess_video(*request.video))
+        encoded.append((torch.tensor(prompt(processor, vision, request.question)), vision))
     order = sorted(range(len(requests)), key=lambda i: len(encoded[i][0]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -59,7 +52,7 @@ def generate_answers(
         mask = _left_pad([torch.ones_like(encoded[i][0]) for i in chunk], 0)
         vision = [v for i in chunk for v in encoded[i][1]]
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        inputs["mm_token_type_ids"] = torch.isin(ids, torch.tensor(VISION_TOKEN_IDS)).long().to(device)
+        inputs["mm_token_type_ids"] = vision_token_mask(ids).to(device)
         if vision:
             pixel_values, pooling = merge_vision_inputs(vision)
             inputs["pixel_values"], inputs["image_token_pooling"] = pixel_values.to(device), pooling.to(device)

@@ -11,28 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Molmo2 special tokens live right after Qwen3's 151,936-row vocabulary (REFERENCE.md section 2).
-QWEN3_VOCAB_SIZE = 151936
-MOLMO2_SPECIAL_TOKENS = (
-    "<im_start>",
-    "<im_end>",
-    "<im_patch>",
-    "<im_col>",
-    "<low_res_im_start>",
-    "<|image|>",
-    "<im_low>",
-    "<frame_start>",
-    "<frame_end>",
-    "<|video|>",
-)
-IMAGE_START_ID = 151936
-IMAGE_END_ID = 151937
-IMAGE_PATCH_ID = 151938
-IMAGE_COL_ID = 151939
-LOW_RES_IMAGE_START_ID = 151940
-FRAME_START_ID = 151943
-FRAME_END_ID = 151944
-IM_END_ID = 151645  # Qwen3's <|im_end|>: end of a chat turn, the stop token, and Molmo2's BOS for Qwen
+from ..tokens import IM_END_ID, IMAGE_PATCH_ID, MOLMO2_EXTRA_ROWS, QWEN3_VOCAB_SIZE
 
 
 @dataclass
@@ -40,7 +19,7 @@ class LanguageModelConfig:
     """A Qwen3 decoder. Defaults are Qwen3-0.6B."""
 
     vocab_size: int = QWEN3_VOCAB_SIZE  # rows the output head covers
-    additional_vocab_size: int = 128  # extra embedding rows for the Molmo2 special tokens
+    additional_vocab_size: int = MOLMO2_EXTRA_ROWS  # extra embedding rows for the Molmo2 special tokens
     hidden_size: int = 1024
     num_layers: int = 28
     num_heads: int = 16

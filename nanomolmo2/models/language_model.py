@@ -2,7 +2,8 @@
 
 Per block: RMSNorm -> grouped-query attention (fused q/k/v projection, per-head q/k RMSNorm before RoPE,
 `F.scaled_dot_product_attention`) -> residual -> RMSNorm -> SwiGLU MLP -> residual. The embedding table
-has 128 extra rows for the Molmo2 special tokens; the output head covers only the base vocabulary.
+has 128 extra rows for the Molmo2 special tokens; the output head covers only the base vocabulary (or the
+restricted output vocabulary of output_vocabulary.py). `forward` with labels returns the loss (loss.py).
 `LanguageModel.from_pretrained(dir)` reads a Hugging Face Qwen3 folder (e.g. Qwen/Qwen3-0.6B).
 """
 
@@ -15,9 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..formats.hf import qwen3_config, qwen3_state_to_ours
+from ..formats.weights import load_state_strict, read_config, read_weights
 from .attention import KVCache, build_attention_mask
 from .config import LanguageModelConfig
-from .loss import IGNORE_INDEX, causal_lm_loss
+from .loss import causal_lm_loss
+from .output_vocabulary import OutputVocabulary
 
 # Devices on which masked attention repeats the kv heads instead of passing enable_gqa (see Attention).
 # The CPU kernel handles a mask with grouped-query attention itself.
@@ -167,12 +171,7 @@ class LanguageModel(nn.Module):
             None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         self.gradient_checkpointing = False
-        if config.output_token_ids:
-            ids = torch.tensor(sorted(set(config.output_token_ids)))
-            index = torch.full((config.vocab_size,), -1, dtype=torch.long)
-            index[ids] = torch.arange(len(ids))
-            self.register_buffer("output_ids", ids, persistent=False)  # head row k scores token output_ids[k]
-            self.register_buffer("output_index", index, persistent=False)  # token id -> head row, -1 = none
+        self.output_vocabulary = OutputVocabulary(config.output_token_ids, config.vocab_size)
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -187,34 +186,13 @@ class LanguageModel(nn.Module):
 
     @property
     def head_weight(self) -> torch.Tensor:
-        """`[vocab, D]` (or `[len(output_token_ids), D]`): the output head, the embedding table when tied."""
+        """`[vocab, D]` (or the restricted vocabulary's rows): the output head, the embedding table when tied."""
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return weight[self.output_ids] if self.config.output_token_ids else weight
-
-    def head_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Token-id labels -> rows of the head (the identity without a restricted output vocabulary)."""
-        if not self.config.output_token_ids:
-            return labels
-        rows = torch.where(
-            labels == IGNORE_INDEX, IGNORE_INDEX, self.output_index[labels.clamp(0, self.config.vocab_size - 1)]
-        )
-        missing = (rows == -1) & (labels != IGNORE_INDEX)
-        if bool(missing.any()):
-            raise ValueError(f"label token {int(labels[missing][0])} is not in the model's output vocabulary")
-        return rows
-
-    def head_token_ids(self, rows: torch.Tensor) -> torch.Tensor:
-        """Rows of the head -> token ids (the identity without a restricted output vocabulary)."""
-        return self.output_ids[rows] if self.config.output_token_ids else rows
+        return self.output_vocabulary.head(weight)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[..., vocab]` logits; tokens outside a restricted output vocabulary get -inf."""
-        scores = hidden @ self.head_weight.t()
-        if not self.config.output_token_ids:
-            return scores
-        full = scores.new_full((*scores.shape[:-1], self.config.vocab_size), float("-inf"))
-        full[..., self.output_ids] = scores
-        return full
+        return self.output_vocabulary.full_logits(hidden @ self.head_weight.t())
 
     def hidden_states(
         self,
@@ -282,7 +260,7 @@ class LanguageModel(nn.Module):
             return ModelOutput(logits=self.logits(hidden), hidden_states=hidden)
         loss, logits = causal_lm_loss(
             hidden,
-            self.head_labels(labels),
+            self.output_vocabulary.rows(labels),
             self.head_weight,
             loss_weights=loss_weights,
             z_loss_weight=z_loss_weight,
@@ -294,9 +272,12 @@ class LanguageModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> LanguageModel:
         """Load a Hugging Face Qwen3 folder (config.json + safetensors, sharded or not)."""
-        from .hf_format import load_qwen3
-
-        return load_qwen3(Path(path), dtype=dtype)
+        folder = Path(path)
+        model = cls(qwen3_config(read_config(folder)))
+        state = qwen3_state_to_ours(read_weights(folder), model.config)
+        state["embed_tokens.new_weight"] = model.embed_tokens.new_weight.detach().clone()  # Qwen3 has no Molmo2 rows
+        load_state_strict(model, state, f"Qwen3 checkpoint {folder}")
+        return model.to(dtype)
 
 
 def _left_pad(mask: torch.Tensor, past: int) -> torch.Tensor:

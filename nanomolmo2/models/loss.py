@@ -1,6 +1,6 @@
 """The language-modelling loss, computed only where it is needed.
 
-Labels follow the Hugging Face convention: same length as `input_ids`, -100 = no loss, shifted inside
+Labels follow the Hugging Face convention: same length as `input_ids`, IGNORE_INDEX (-100) = no loss, shifted inside
 (the hidden state at position i predicts label i+1). The output head of a small model is its most
 expensive layer (151,936 columns), so logits are computed only at the positions that carry loss, with
 PyTorch's fused cross-entropy (one softmax pass forward and backward). When those logits would not fit
@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-IGNORE_INDEX = -100
+from ..tokens import IGNORE_INDEX
+
 LOGITS_BUDGET = 2**28  # fp32 logits elements kept at once for backward (1 GiB)
 
 
@@ -59,7 +60,7 @@ def causal_lm_loss(
     if target_ids.numel() and int(target_ids.max()) >= head_weight.shape[0]:
         raise ValueError(
             f"label id {int(target_ids.max())} is outside the {head_weight.shape[0]}-token output vocabulary: "
-            "special (vision) tokens cannot be targets; set their labels to -100"
+            "special (vision) tokens cannot be targets; set their labels to IGNORE_INDEX"
         )
     logits = None
     if return_logits or not torch.is_grad_enabled() or selected.shape[0] * head_weight.shape[0] <= LOGITS_BUDGET:

@@ -17,15 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..formats.molmo2 import molmo2_config, molmo2_config_dict, molmo2_state_to_ours, ours_to_molmo2_state
+from ..formats.weights import load_state_strict, read_config, read_weights, subtree, write_folder_atomically
 from .attention import KVCache
 from .config import NanoMolmo2Config
 from .connector import Connector
-from .hf_format import load_qwen3
 from .language_model import LanguageModel, ModelOutput
-from .loss import causal_lm_loss
-from .molmo2_format import molmo2_config, molmo2_config_dict, molmo2_state_to_ours, ours_to_molmo2_state
 from .vision_encoder import VisionEncoder
-from .weights import load_state_strict, read_config, read_weights, subtree, write_folder_atomically
 
 
 class NanoMolmo2(nn.Module):
@@ -105,8 +103,13 @@ class NanoMolmo2(nn.Module):
         in chunks recomputed during backward, so the [N, vocab] logits never all live in memory.
         """
         embeds = self.embed(input_ids, pixel_values, image_token_pooling, pixel_values_videos, video_token_pooling)
-        hidden = self.llm.hidden_states(
-            embeds,
+        return self.llm(
+            labels=labels,
+            inputs_embeds=embeds,
+            loss_weights=loss_weights,
+            z_loss_weight=z_loss_weight,
+            loss_normalizer=loss_normalizer,
+            return_logits=return_logits,
             position_ids=position_ids,
             attention_mask=attention_mask,
             segment_ids=segment_ids,
@@ -114,18 +117,6 @@ class NanoMolmo2(nn.Module):
             vision_mask=None if mm_token_type_ids is None else mm_token_type_ids > 0,
             cache=cache,
         )
-        if labels is None:
-            return ModelOutput(logits=self.llm.logits(hidden), hidden_states=hidden)
-        loss, logits = causal_lm_loss(
-            hidden,
-            self.llm.head_labels(labels),
-            self.llm.head_weight,
-            loss_weights=loss_weights,
-            z_loss_weight=z_loss_weight,
-            normalizer=loss_normalizer,
-            return_logits=return_logits,
-        )
-        return ModelOutput(logits=logits, loss=loss, hidden_states=hidden)
 
     # ------------------------------------------------------------ generation
 
@@ -170,7 +161,7 @@ class NanoMolmo2(nn.Module):
         new_tokens = []
         for step in range(max_new_tokens):
             scores = hidden[:, -1] @ self.llm.head_weight.t()  # [B, vocab] (or the restricted vocabulary)
-            token = self.llm.head_token_ids(_pick_token(scores.float(), temperature, top_p, generator))
+            token = self.llm.output_vocabulary.token_ids(_pick_token(scores.float(), temperature, top_p, generator))
             token = torch.where(finished, torch.full_like(token, eos), token)
             new_tokens.append(token)
             finished |= token == eos
@@ -210,7 +201,7 @@ class NanoMolmo2(nn.Module):
         """
         molmo2 = molmo2_config(read_config(Path(molmo2_path)))
         weights = molmo2_state_to_ours(read_weights(Path(molmo2_path)), molmo2)
-        llm = load_qwen3(Path(qwen3_path))
+        llm = LanguageModel.from_pretrained(qwen3_path)
         connector = molmo2.connector
         connector.projector_hidden_size = projector_hidden_size or llm.config.intermediate_size
         model = cls(NanoMolmo2Config(llm=llm.config, vision=molmo2.vision, connector=connector))

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..formats.hf import hf_vision_config, hf_vision_state_to_ours
+from ..formats.molmo2 import molmo2_vision
+from ..formats.weights import load_state_strict, read_config, read_weights
 from .config import VisionConfig
 
 
@@ -157,6 +160,13 @@ class VisionEncoder(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> VisionEncoder:
         """Load the ViT of a Molmo2 folder, or a Hugging Face SigLIP / CLIP vision folder."""
-        from .hf_format import load_vision_encoder
-
-        return load_vision_encoder(Path(path), feature_layers=feature_layers, dtype=dtype)
+        folder = Path(path)
+        cfg, weights = read_config(folder), read_weights(folder)
+        if cfg.get("model_type") == "molmo2":
+            config, state = molmo2_vision(cfg, weights, feature_layers)
+        else:
+            config = hf_vision_config(cfg, feature_layers)
+            state = hf_vision_state_to_ours(weights, config)
+        encoder = cls(config)
+        load_state_strict(encoder, state, f"vision checkpoint {folder}")
+        return encoder.to(dtype)

@@ -1,14 +1,17 @@
 """The training configuration: one dataclass, read from a TOML file, then command-line overrides.
 
-    config = load_config("configs/tiny_stage1.toml", overrides={"max_steps": 100, "model.llm.hidden_size": 96})
+    config = load_config("tiny_stage1", overrides={"max_steps": 100, "model.llm.hidden_size": 96})
 
-Keys of the TOML file are the fields below; `[model.llm]`, `[model.vision]`, `[model.connector]` tables
-set the architecture (NanoMolmo2Config). Unknown keys are errors, values are converted to the field's type.
+A config is a TOML file or the name of one shipped in `nanomolmo2/configs/` (`stage1`..`stage3` for the real
+model, `tiny_stage1`..`tiny_stage3` for CPUs). Keys of the TOML file are the fields below; `[model.llm]`,
+`[model.vision]`, `[model.connector]` tables set the architecture (NanoMolmo2Config). Unknown keys are
+errors, values are converted to the field's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -109,10 +112,29 @@ def set_field(obj, dotted: str, value) -> None:
     setattr(obj, name, _convert(value, hints[name]))
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    folder = importlib.resources.files("nanomolmo2") / "configs"
+    return sorted(f.name.removesuffix(".toml") for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def config_file(name_or_path: str | Path):
+    """A TOML file: a path that exists, or the name of a packaged config (`tiny_stage1` or `tiny_stage1.toml`)."""
+    if Path(name_or_path).is_file():
+        return Path(name_or_path)
+    name = Path(name_or_path).name.removesuffix(".toml")
+    if name in packaged_configs():
+        return importlib.resources.files("nanomolmo2") / "configs" / f"{name}.toml"
+    raise FileNotFoundError(
+        f"no config {str(name_or_path)!r}: not a file, nor one of the packaged configs {', '.join(packaged_configs())}"
+    )
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
+    """TrainConfig defaults, then the TOML file (a path or a packaged name), then `overrides` (dotted keys)."""
     config = TrainConfig()
-    if path:
-        with open(path, "rb") as f:
+    if name_or_path:
+        with config_file(name_or_path).open("rb") as f:
             for key, value in tomllib.load(f).items():
                 set_field(config, key, value)
     for key, value in (overrides or {}).items():

@@ -1,6 +1,6 @@
 """Multi-process training under torchrun: process groups, DDP or FSDP2 wrapping, and small collectives.
 
-    torchrun --nproc_per_node 8 -m nanomolmo2.train --config configs/stage1.toml --set distributed=fsdp
+    torchrun --nproc_per_node 8 -m nanomolmo2.train --config stage1 --set distributed=fsdp
 
 Without torchrun everything here degrades to a single process (rank 0 of 1). NCCL on GPUs, gloo on CPU.
 - "ddp": every rank holds the whole model; gradients are averaged across ranks after backward.

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.image_datasets import CaptioningDataset, PointingDataset, TextDataset, VQADataset
+from ..data.datasets import CaptioningDataset, PointingDataset, TextDataset, VideoDataset, VQADataset
 from ..data.loader import DataStream
 from ..data.mixture import Mixture
 from ..data.processor import Processor
 from ..data.tokenizer import Tokenizer
-from ..data.video_datasets import VideoDataset
 from ..data.vocabulary import answer_vocabulary
 from ..models.nanomolmo2 import NanoMolmo2
+from ..tokens import IGNORE_INDEX
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import TrainConfig, config_dict
 from .distributed import (
@@ -190,7 +190,7 @@ class Trainer:
         batches = [next(it) for it in self.iterators]
         data_wait = time.perf_counter() - wait
         # Global number of loss tokens of this step: every micro-batch divides its summed loss by it.
-        counts = torch.tensor([float((b["labels"][:, 1:] != -100).sum()) for b in batches]).sum()
+        counts = torch.tensor([float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]).sum()
         real_tokens = float(sum(b["attention_mask"].sum() for b in batches))
         crops = float(sum(b["pixel_values"].shape[0] for b in batches if "pixel_values" in b))
         totals = all_reduce_sum(torch.tensor([counts, real_tokens, crops], device=env.device))
@@ -240,7 +240,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(2, device=self.env.device)
         for batch in self.val_batches:
-            tokens = float((batch["labels"][:, 1:] != -100).sum())
+            tokens = float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             sums += torch.tensor([float(self._forward(batch, 1.0, 0.0)), tokens], device=self.env.device)
         sums = all_reduce_sum(sums)
         return float(sums[0] / sums[1].clamp(min=1))

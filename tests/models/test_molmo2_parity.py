@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Molmo2ForConditionalGeneration
 
-from nanomolmo2.models import CheckpointError, NanoMolmo2
+from nanomolmo2.formats.weights import CheckpointError
+from nanomolmo2.models import NanoMolmo2
 
 from .reference import batch_inputs, image_inputs, randomize, tiny_molmo2_config, video_inputs
 

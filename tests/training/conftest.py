@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from nanomolmo2.data.synthetic import write_shapesworld
-from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+from nanomolmo2.shapesworld.images import write_shapesworld
+from nanomolmo2.shapesworld.videos import write_shapesworld_videos
 from nanomolmo2.training.config import load_config
 
 SMALL_MODEL = {
@@ -38,7 +38,7 @@ def shapes_data(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, out: Path, stage: int = 1, **overrides):
-    """configs/tiny_stage{stage}.toml shrunk to seconds per run (fp32 on CPU, no workers)."""
+    """tiny_stage{stage} shrunk to seconds per run (fp32 on CPU, no workers)."""
     settings = {
         **SMALL_MODEL,
         "data": str(data),
@@ -57,4 +57,4 @@ def tiny_config(data: Path, out: Path, stage: int = 1, **overrides):
         "activation_checkpointing": False,
         **overrides,
     }
-    return load_config(f"configs/tiny_stage{stage}.toml", settings)
+    return load_config(f"tiny_stage{stage}", settings)

@@ -10,8 +10,8 @@ import re
 
 import numpy as np
 
-from nanomolmo2.data.synthetic import write_shapesworld
-from nanomolmo2.data.synthetic_video import write_shapesworld_videos
+from nanomolmo2.shapesworld.images import write_shapesworld
+from nanomolmo2.shapesworld.videos import write_shapesworld_videos
 from nanomolmo2.training.trainer import Trainer
 
 from .conftest import tiny_config

@@ -110,7 +110,7 @@ def torchrun(config_overrides: dict, nproc: int, out) -> list[float]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--master_port={port}"]
-    command += ["-m", "nanomolmo2.train", "--config", "configs/tiny_stage1.toml", "--out-dir", str(out), *args]
+    command += ["-m", "nanomolmo2.train", "--config", "tiny_stage1", "--out-dir", str(out), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import PIL.Image
 
-from .hf_tables import Media, SkipRow, percent_to_pixels, text, xy
-from .image_datasets import MAX_IMAGES
-from .points import format_points
+from ..data.datasets import MAX_IMAGES
+from ..data.points import format_points
+from .tables import Media, SkipRow, percent_to_pixels, text, xy
 
 Size = tuple[int, int]
 EXIF_ORIENTATION = 0x0112

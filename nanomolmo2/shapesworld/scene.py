@@ -1,44 +1,20 @@
-"""ShapesWorld: the built-in synthetic dataset, so that nanoMolmo2 trains and evaluates with no downloads.
+"""ShapesWorld scenes: coloured shapes that never overlap, on a light or textured background, with exact masks.
 
-An image holds a few coloured shapes (red circle, blue square, ...) that never overlap, on a light background
-("easy") or a textured one with distractors ("hard"). Exact label-map masks make evaluation exact: a point is
-right when it lands in the object's mask. The annotations (caption, pointing, counting, vqa, text-only chat)
-are written by synthetic_tasks.py.
-
-    nanomolmo2 synth --out data/shapes --images 1000 --seed 0 [--level easy|hard] [--image-size 224] [--text N]
-
-writes, in the format of docs/DATA_FORMAT.md:
-
-    out/images/000000.png ...   RGB images
-    out/masks/000000.png ...    label maps ("L"): pixel value k = object with "id" k, 0 = background
-    out/images.jsonl            one row per image with its annotations, "objects" and "masks"
-    out/text.jsonl              text-only rows (default images // 10)
-    out/info.json               generator, version, seed, level, image size and counts
-
-Everything about image i is a pure function of (seed, i): it is the same whether 10 or 10,000 images are written.
+An image holds a few shapes (red circle, blue square, ...) on a light background ("easy") or a textured one
+with distractors ("hard"). The image and its label-map mask are drawn with the same geometry, so a point is
+right exactly when it lands in the object's mask. Objects are dicts
+{"id", "label", "colour", "shape", "center": [x, y], "size", "position"}.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .synthetic_tasks import annotate, parse_caption, position_word, text_messages
-
-# the public API (parse_caption, from synthetic_tasks.py, scores generated captions)
-__all__ = ["COLOURS", "LEVELS", "SHAPES", "Level", "Scene", "draw_object", "make_scene", "make_row", "text_row"]
-__all__ += ["write_shapesworld", "parse_caption", "add_arguments", "run"]
-
-VERSION = 1
+from .tasks import position_word
 
 # clearly distinct, saturated colours that stand out on light backgrounds
 COLOURS = {
@@ -241,110 +217,3 @@ def make_scene(seed: int, index: int, level: str = "easy", image_size: int = 224
     noise = rng.standard_normal((image_size, image_size, 3), dtype=np.float32) * rng.uniform(*lv.noise)
     image = Image.fromarray(np.clip(np.asarray(image) + noise, 0, 255).astype(np.uint8))
     return Scene(image, mask, objects)
-
-
-def make_row(seed: int, index: int, level: str = "easy", image_size: int = 224) -> tuple[dict, Scene]:
-    """The images.jsonl row of image `index` (media paths relative to the JSONL's folder) and its scene."""
-    scene = make_scene(seed, index, level, image_size)
-    rng = np.random.default_rng([seed, index, 1])
-    lv, name = LEVELS[level], f"{index:06d}.png"
-    row = {
-        "id": f"shapes-{seed}-{index}",
-        "image": f"images/{name}",
-        "width": image_size,
-        "height": image_size,
-        "annotations": annotate(scene.objects, lv.colours, lv.shapes, image_size, rng),
-        "objects": scene.objects,
-        "masks": f"masks/{name}",
-    }
-    return row, scene
-
-
-def text_row(seed: int, index: int) -> dict:
-    """Text-only row `index`: one chat exchange with a checkable answer, no image."""
-    rng = np.random.default_rng([seed, index, 2])
-    return {"id": f"shapes-text-{seed}-{index}", "annotations": [{"task": "chat", "messages": text_messages(rng)}]}
-
-
-def write_image(out: Path, seed: int, index: int, level: str, image_size: int) -> dict:
-    """Save image `index` and its mask under `out` and return its row."""
-    row, scene = make_row(seed, index, level, image_size)
-    scene.image.save(out / row["image"], compress_level=1)  # fast; PNG stays lossless and byte-deterministic
-    scene.mask.save(out / row["masks"], compress_level=1)
-    return row
-
-
-def write_shapesworld(
-    out_dir: str | Path,
-    num_images: int,
-    seed: int,
-    level: str = "easy",
-    image_size: int = 224,
-    num_text: int | None = None,
-    workers: int = 4,
-) -> dict:
-    """Write the dataset (layout in the module docstring) and return the summary that goes into info.json.
-
-    `workers` threads share the work (PNG encoding and numpy release the GIL); the bytes do not depend on it.
-    """
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    num_text = num_images // 10 if num_text is None else num_text
-    tasks, num_objects = Counter(), 0
-    with ThreadPoolExecutor(workers) as pool, open(out / "images.jsonl", "w") as f:
-        for row in pool.map(lambda i: write_image(out, seed, i, level, image_size), range(num_images)):
-            f.write(json.dumps(row) + "\n")
-            tasks.update(a["task"] for a in row["annotations"])
-            num_objects += len(row["objects"])
-    with open(out / "text.jsonl", "w") as f:
-        for i in range(num_text):
-            f.write(json.dumps(text_row(seed, i)) + "\n")
-    info = {
-        "generator": "nanomolmo2 ShapesWorld",
-        "version": VERSION,
-        "seed": seed,
-        "level": level,
-        "image_size": image_size,
-        "images": num_images,
-        "text": num_text,
-        "objects": num_objects,
-        "annotations": dict(sorted(tasks.items())),
-    }
-    (out / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# command line: `nanomolmo2 synth` (see nanomolmo2/cli.py)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--images", type=int, default=1000, help="number of images")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (>= 0); same seed, same bytes")
-    parser.add_argument("--level", choices=list(LEVELS), default="easy")
-    parser.add_argument("--image-size", type=int, default=224, help="image side in pixels (56 to 1024)")
-    parser.add_argument("--text", type=int, default=None, help="number of text-only rows (default: images // 10)")
-    parser.add_argument("--videos", type=int, default=0, help="number of videos (videos.jsonl, synthetic_video.py)")
-    parser.add_argument("--video-size", type=int, default=112, help="video frame side in pixels")
-
-
-def run(args: argparse.Namespace) -> None:
-    start = time.time()
-    info = write_shapesworld(args.out, args.images, args.seed, args.level, args.image_size, args.text)
-    print(
-        f"ShapesWorld {info['level']}: {info['images']} images ({info['objects']} objects, "
-        f"{sum(info['annotations'].values())} annotations) and {info['text']} text rows "
-        f"-> {args.out} in {time.time() - start:.1f}s"
-    )
-    if args.videos:
-        from .synthetic_video import write_shapesworld_videos  # here: synthetic_video imports this module
-
-        start = time.time()
-        info = write_shapesworld_videos(args.out, args.videos, args.seed, args.level, args.video_size)
-        print(
-            f"ShapesWorld {info['level']} videos: {info['videos']} videos ({info['frames']} frames, "
-            f"{info['objects']} objects, {sum(info['annotations'].values())} annotations) "
-            f"-> {args.out} in {time.time() - start:.1f}s"
-        )

@@ -38,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .download import Downloader, DownloadReport, file_sha256, media_path
-from .hf_tables import Media, SkipRow, read_rows, table_files, text
-from .prepare_images import (
+from .images import (
     Size,
     ask_model_anything,
     cap_qa,
@@ -52,7 +51,8 @@ from .prepare_images import (
     point_explanations,
     single_image,
 )
-from .prepare_video import VideoSources, video_size, videopoint, videopoint_fields, videopoint_media
+from .tables import Media, SkipRow, read_rows, table_files, text
+from .videos import VideoSources, video_size, videopoint, videopoint_fields, videopoint_media
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES = 1000  # malformed rows listed in the report (all are counted)

@@ -12,20 +12,17 @@ import pytest
 from PIL import Image, ImageDraw
 
 from nanomolmo2.cli import main
-from nanomolmo2.data.synthetic import COLOURS, draw_object
-from nanomolmo2.data.synthetic_tasks import SINGULAR
-from nanomolmo2.data.synthetic_video import (
-    MOTIONS,
-    colour_at,
-    make_video,
-    parse_video_caption,
-    read_video,
-    timestamps,
-    track,
-    video_caption,
-    video_row,
-    write_shapesworld_videos,
-)
+from nanomolmo2.data.video_io import count_frames, read_frames
+from nanomolmo2.shapesworld.motion import MOTIONS, colour_at, track
+from nanomolmo2.shapesworld.scene import COLOURS, draw_object
+from nanomolmo2.shapesworld.tasks import SINGULAR
+from nanomolmo2.shapesworld.video_tasks import parse_video_caption, timestamps, video_caption
+from nanomolmo2.shapesworld.videos import make_video, video_row, write_shapesworld_videos
+
+
+def read_video(path) -> np.ndarray:
+    """Every frame of a video file, uint8 RGB [T, H, W, 3]."""
+    return read_frames(path, list(range(count_frames(path))))
 
 
 @functools.cache

@@ -1,6 +1,6 @@
 """The Molmo2 checkpoint format: what released `allenai/Molmo2-*` folders hold and what transformers'
-`Molmo2ForConditionalGeneration.save_pretrained` writes. We read both and write it, so transformers
-loads what we train unchanged.
+`Molmo2ForConditionalGeneration.save_pretrained` writes (docs/MOLMO2.md, "Checkpoints"). We read both and
+write it, so transformers loads what we train unchanged.
 
 OLMo-style names with fused projections (`att_proj` = [q; k; v], `ff_proj` = [up; gate]), which are the
 layouts our modules use, so only names change; the embedding table is stored as `wte.embedding` +
@@ -11,9 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConnectorConfig, LanguageModelConfig, NanoMolmo2Config, VisionConfig
-from .hf_format import drop_keys, fuse, rename_keys, reverse, unused_vision_blocks
-from .weights import CheckpointError
+from ..models.config import ConnectorConfig, LanguageModelConfig, NanoMolmo2Config, VisionConfig
+from ..tokens import (
+    FRAME_END_ID,
+    FRAME_START_ID,
+    IMAGE_END_ID,
+    IMAGE_PATCH_ID,
+    IMAGE_START_ID,
+    LOW_RES_IMAGE_START_ID,
+    MOLMO2_EXTRA_ROWS,
+)
+from .keys import drop_keys, fuse, rename_keys, reverse, split_fused, unused_vision_blocks
+from .weights import CheckpointError, subtree
 
 MOLMO2_TABLE = [
     ("model.transformer.blocks.{i}.attn_norm.", "llm.layers.{i}.attn_norm."),
@@ -72,7 +81,7 @@ def molmo2_config(cfg: dict) -> NanoMolmo2Config:
     image_size = vit.get("image_size") or vit.get("image_default_input_size") or [378, 378]
     llm = LanguageModelConfig(
         vocab_size=text["vocab_size"],
-        additional_vocab_size=text.get("additional_vocab_size", 128),
+        additional_vocab_size=text.get("additional_vocab_size", MOLMO2_EXTRA_ROWS),
         hidden_size=text["hidden_size"],
         num_layers=text["num_hidden_layers"],
         num_heads=text["num_attention_heads"],
@@ -111,7 +120,7 @@ def molmo2_config(cfg: dict) -> NanoMolmo2Config:
         video_pooling=tuple(extra.get("video_pooling", (3, 3))),
     )
     return NanoMolmo2Config(
-        llm=llm, vision=vision, connector=connector, image_patch_id=cfg.get("image_patch_id", 151938)
+        llm=llm, vision=vision, connector=connector, image_patch_id=cfg.get("image_patch_id", IMAGE_PATCH_ID)
     )
 
 
@@ -121,12 +130,12 @@ def molmo2_config_dict(config: NanoMolmo2Config) -> dict:
     return {
         "architectures": ["Molmo2ForConditionalGeneration"],
         "model_type": "molmo2",
-        "image_start_token_id": 151936,
-        "image_end_token_id": 151937,
+        "image_start_token_id": IMAGE_START_ID,
+        "image_end_token_id": IMAGE_END_ID,
         "image_patch_id": config.image_patch_id,
-        "low_res_image_start_token_id": 151940,
-        "frame_start_token_id": 151943,
-        "frame_end_token_id": 151944,
+        "low_res_image_start_token_id": LOW_RES_IMAGE_START_ID,
+        "frame_start_token_id": FRAME_START_ID,
+        "frame_end_token_id": FRAME_END_ID,
         "tie_word_embeddings": False,
         "dtype": "float32",
         "text_config": {
@@ -192,6 +201,7 @@ def molmo2_config_dict(config: NanoMolmo2Config) -> dict:
 
 
 def molmo2_state_to_ours(state: dict, config: NanoMolmo2Config) -> dict:
+    """Molmo2 names -> NanoMolmo2 names (ViT blocks past the deepest feature layer dropped)."""
     state = dict(state)
     if WTE in state or WTE_NEW in state:
         parts = [state.pop(k) for k in (WTE, WTE_NEW) if k in state]
@@ -203,16 +213,23 @@ def molmo2_state_to_ours(state: dict, config: NanoMolmo2Config) -> dict:
     return fuse(state, "vision.blocks.", ("q_proj", "k_proj", "v_proj"), "qkv_proj")
 
 
+def molmo2_vision(cfg: dict, state: dict, feature_layers: tuple[int, ...] | None = None) -> tuple[VisionConfig, dict]:
+    """The vision encoder of a Molmo2 checkpoint: its config (feature layers overridable) and its weights."""
+    full = molmo2_config(cfg)
+    config = full.vision
+    if feature_layers is not None:
+        config.feature_layers = tuple(feature_layers)
+    vision = subtree(molmo2_state_to_ours(state, full), "vision.")
+    return config, drop_keys(vision, [unused_vision_blocks("blocks.", config.num_built_layers)])
+
+
 def ours_to_molmo2_state(state: dict, config: NanoMolmo2Config) -> dict:
+    """NanoMolmo2 names -> Molmo2 names, as transformers' Molmo2ForConditionalGeneration loads them."""
     state = dict(state)
     embed, new_embed = state.pop("llm.embed_tokens.weight"), state.pop("llm.embed_tokens.new_weight")
     if "llm.lm_head.weight" not in state:  # tied LM: Molmo2 files carry an explicit head
         state["llm.lm_head.weight"] = embed
-    d = config.vision.hidden_size
-    for key in [k for k in state if k.startswith("vision.blocks.") and ".qkv_proj." in k]:
-        prefix, kind = key.rsplit(".qkv_proj.", 1)
-        for name, part in zip(("q_proj", "k_proj", "v_proj"), state.pop(key).split(d), strict=True):
-            state[f"{prefix}.{name}.{kind}"] = part
+    state = split_fused(state, "vision.blocks.", "qkv_proj", ("q_proj", "k_proj", "v_proj"))
     state = rename_keys(state, reverse(MOLMO2_TABLE + _projector_table(config)))
     # Released split: the base rows, then the 128 Molmo2 rows. Copies, as safetensors refuses shared storage.
     state[WTE], state[WTE_NEW] = embed.clone(), new_embed.clone()

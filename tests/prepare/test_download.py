@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nanomolmo2.data.download import Downloader, DownloadError, media_path
+from nanomolmo2.prepare.download import Downloader, DownloadError, media_path
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:

@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hf_tables import Media, SkipRow, percent_to_pixels, text, xy
-from .video_io import read_frames
+from ..data.video_io import read_frames
+from .tables import Media, SkipRow, percent_to_pixels, text, xy
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".avi"}
 

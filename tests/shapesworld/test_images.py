@@ -11,17 +11,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from nanomolmo2.cli import main
-from nanomolmo2.data.synthetic import (
-    COLOURS,
-    LEVELS,
-    SHAPES,
-    draw_object,
-    make_row,
-    parse_caption,
-    text_row,
-    write_shapesworld,
-)
-from nanomolmo2.data.synthetic_tasks import PLURALS, SINGULAR, caption, position_word
+from nanomolmo2.shapesworld.images import make_row, text_row, write_shapesworld
+from nanomolmo2.shapesworld.scene import COLOURS, LEVELS, SHAPES, draw_object
+from nanomolmo2.shapesworld.tasks import PLURALS, SINGULAR, caption, parse_caption, position_word
 
 
 @functools.cache

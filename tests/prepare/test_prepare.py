@@ -10,10 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from nanomolmo2.cli import main
-from nanomolmo2.data.image_datasets import JsonlDataset, PointingDataset, TextDataset, VQADataset
-from nanomolmo2.data.prepare import prepare
-from nanomolmo2.data.prepare_video import VideoSources
-from nanomolmo2.data.video_datasets import VideoDataset
+from nanomolmo2.data.datasets import JsonlDataset, PointingDataset, TextDataset, VideoDataset, VQADataset
+from nanomolmo2.prepare.command import prepare
+from nanomolmo2.prepare.videos import VideoSources
 
 from .test_download import (
     MediaServer,

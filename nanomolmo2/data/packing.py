@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.loss import IGNORE_INDEX
+from ..tokens import IGNORE_INDEX, PAD_ID
 from .examples import TokenizedExample
 from .processor import merge_vision_inputs
 
 log = logging.getLogger(__name__)
-PAD_ID = 151643  # <|endoftext|>
 
 
 @dataclass

@@ -7,11 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanomolmo2.data.collator import PAD_ID, Packer, collate, first_fit_decreasing, pad_batches
 from nanomolmo2.data.examples import TokenizedExample
 from nanomolmo2.data.image_preprocessing import ImageInputs
-from nanomolmo2.models.config import IMAGE_END_ID, IMAGE_PATCH_ID, LOW_RES_IMAGE_START_ID
-from nanomolmo2.models.loss import IGNORE_INDEX
+from nanomolmo2.data.packing import PAD_ID, Packer, collate, first_fit_decreasing, pad_batches
+from nanomolmo2.tokens import IGNORE_INDEX, IMAGE_END_ID, IMAGE_PATCH_ID, LOW_RES_IMAGE_START_ID
 
 SETTINGS = settings(max_examples=80, deadline=None)
 PATCHES, CHANNELS = 4, 3  # each example's one fake crop; its pixels all hold the example's number
