@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: test demo demo-quick lint format clean
+.PHONY: test test-fast demo demo-quick lint format clean
 
 $(STAMP): pyproject.toml requirements-dev.lock requirements-nodeps.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ $(REF_STAMP): requirements-ref.lock requirements-nodeps.lock
 	$(REF_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -r requirements-nodeps.lock
 	touch $(REF_STAMP)
 
+# Everything (CI runs this). test-fast skips the tests marked slow (training runs, the quick demo): for development.
 test: $(STAMP) $(REF_STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP) $(REF_STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # The tiny model through all three stages on ShapesWorld, evaluated: runs/demo/metrics.json, points.png.
 demo: $(STAMP)

@@ -21,7 +21,7 @@ What is measured (fp32, fused AdamW(betas 0.9/0.95, eps 1e-6, no weight decay) o
   generate   greedy decoding of 64 tokens with the KV cache after one image prompt, with the vlm model:
              NanoMolmo2.generate against transformers' generate. Prefill (vision encoder + prompt, measured
              as a 1-token generation) and end-to-end tokens/s = 64 / time of the whole call.
-  preprocess one real photo (those REFERENCE.md lists, decoded beforehand) -> crops, patches, pooling:
+  preprocess one real photo (those of tests/data/media.py, decoded beforehand) -> crops, patches, pooling:
              our Processor.preprocess against transformers' Molmo2ImageProcessor, which needs torchvision and
              so runs in .venv-ref (bench/transformers_preprocess.py, a long-lived subprocess fed one round at
              a time, so the two sides still alternate); per-image medians.

@@ -5,6 +5,7 @@
     nanomolmo2 generate --checkpoint DIR --image F --prompt  answer one question (draws points with --out)
     nanomolmo2 eval --checkpoint DIR --data DIR              Molmo2's metrics on a held-out folder
     nanomolmo2 prepare DATASET --from TABLE --out DIR        a Hugging Face table -> JSONL, fetching its media
+    nanomolmo2 explain IMAGE_OR_VIDEO [--model tiny]         a guided tour of one forward pass, with pictures
 
 Each subcommand lives next to the code it runs and provides an `add_arguments(parser)` and a `run(args)`.
 """
@@ -15,6 +16,7 @@ import argparse
 
 from . import train
 from .eval import commands
+from .explain import command as explain
 from .prepare import command as prepare
 from .shapesworld import command as synth
 
@@ -24,6 +26,7 @@ SUBCOMMANDS = {
     "generate": (commands.add_generate_arguments, commands.run_generate, "answer a prompt about an image or video"),
     "eval": (commands.add_eval_arguments, commands.run_eval, "Molmo2's metrics on a held-out folder with masks"),
     "prepare": (prepare.add_arguments, prepare.run, "a Hugging Face dataset table -> JSONL, fetching its media"),
+    "explain": (explain.add_arguments, explain.run, "walk one image or video through the model, stage by stage"),
 }
 
 

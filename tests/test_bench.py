@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,7 @@ def test_gpu_bench_tiny_runs_on_cpu():
         assert f"| {name}" in out
 
 
+@pytest.mark.slow
 def test_vs_transformers_quick_runs():
     out = run("vs_transformers.py", "--quick")
     for row in ("SFT step", "nanoMolmo2 step", "tokens, end to end", "all (median of ratios)"):

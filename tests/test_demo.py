@@ -3,10 +3,12 @@
 import json
 
 import PIL.Image
+import pytest
 
 from nanomolmo2.demo import main
 
 
+@pytest.mark.slow
 def test_quick_demo_learns(tmp_path):
     metrics = main(["--quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "data")])
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

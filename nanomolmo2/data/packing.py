@@ -133,15 +133,3 @@ class Packer:
                 yield batch
         while self.pending:
             yield self._batch_from_pending()
-
-
-def pad_batches(examples: Iterable[TokenizedExample], batch_size: int, pad_id: int = PAD_ID) -> Iterator[dict]:
-    """No packing: one example per row, padded to the longest in the batch."""
-    chunk: list[TokenizedExample] = []
-    for example in examples:
-        chunk.append(example)
-        if len(chunk) == batch_size:
-            yield collate([[e] for e in chunk], pad_id=pad_id)
-            chunk = []
-    if chunk:
-        yield collate([[e] for e in chunk], pad_id=pad_id)

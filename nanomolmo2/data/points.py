@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 POINT_PROMPT = "Point to {label}\nPlease say 'There are none.' if it is not in the image."
 COUNT_PROMPT = "How many {label} are there?"
 VIDEO_POINT_PROMPT = "Point to {label}\nPlease say 'There are none.' if it is not in the video."
-VIDEO_COUNT_PROMPT = "How many {label} are there?"
 
 STYLES = ("pointing", "point_count", "count_point", "count")
 NO_MATCH = "There are none."
@@ -80,20 +79,6 @@ def format_points(
 ) -> str:
     """Answer text for the pixel points of one image."""
     coords, n = _indexed_groups([(str(image_id), to_coords(points, width, height))])
-    return _answer(coords, label, n, style)
-
-
-def format_multi_image_points(
-    points_per_image: Sequence[Sequence[tuple[float, float]]],
-    sizes: Sequence[tuple[float, float]],
-    label: str,
-    style: str = "pointing",
-) -> str:
-    """Answer text for several images; sizes are (width, height) per image, image ids are 1-based."""
-    groups = [
-        (str(i + 1), to_coords(p, w, h)) for i, (p, (w, h)) in enumerate(zip(points_per_image, sizes, strict=True))
-    ]
-    coords, n = _indexed_groups(groups)
     return _answer(coords, label, n, style)
 
 

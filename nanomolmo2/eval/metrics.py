@@ -1,4 +1,4 @@
-"""Molmo2's evaluation metrics (REFERENCE.md section 6), on plain Python / numpy data.
+"""Molmo2's evaluation metrics (docs/MOLMO2.md, Metrics), on plain Python / numpy data.
 
 - Pointing: predicted points are matched one-to-one to the objects by distance (Hungarian algorithm); a
   matched point is correct when it lies inside its object's mask. precision = correct / predictions,

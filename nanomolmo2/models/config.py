@@ -1,6 +1,6 @@
 """Plain dataclass configs for the three parts of nanoMolmo2, with the presets the project uses.
 
-- `LanguageModelConfig`: a Qwen3 decoder (`qwen3_0_6b()` is the default LLM).
+- `LanguageModelConfig`: a Qwen3 decoder (the defaults are Qwen3-0.6B).
 - `VisionConfig`: Molmo2's SigLIP-style ViT (`molmo2()`) or Molmo v1's CLIP ViT-L/14-336 (`clip_vit_l14_336()`).
 - `ConnectorConfig`: pooling + projector from vision features to LLM embeddings.
 - `NanoMolmo2Config`: the three together plus the Molmo2 special-token ids.
@@ -34,10 +34,6 @@ class LanguageModelConfig:
     # ids. For tiny models trained on a narrow dataset, where a 151,936-way head would cost most of the
     # compute; every other token gets probability 0. (The Molmo2 format keeps the full head.)
     output_token_ids: tuple[int, ...] = ()
-
-    @classmethod
-    def qwen3_0_6b(cls) -> LanguageModelConfig:
-        return cls()
 
     @classmethod
     def tiny(cls, vocab_size: int = QWEN3_VOCAB_SIZE) -> LanguageModelConfig:

@@ -6,7 +6,7 @@ window runs past the patch grid.
 
 - "attention" (Molmo2): multi-head attention whose single query is the mean of the window's valid
   patches and whose keys/values are those patches, then a SwiGLU projector.
-- "linear" / "mlp" (the seed plan's teaching options): average the window, then a Linear or a 2-layer MLP.
+- "linear" / "mlp" (teaching options): average the window, then a Linear or a 2-layer MLP.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AdamW with one parameter group per component, and Molmo2's learning-rate schedule.
 
-Groups (REFERENCE.md section 5): the vision encoder, the connector (with the 128 new special-token
+Groups (docs/MOLMO2.md, Optimizer and schedule): the vision encoder, the connector (with the 128 new special-token
 embedding rows, which are new like the connector), and the LLM — each with its own peak lr and warmup.
 A frozen component (its `freeze_*` flag, or lr 0) gets no gradients and no optimizer state.
 

@@ -3,7 +3,7 @@
 import torch
 
 from nanomolmo2.data.examples import Conversation, Example, tokenize_example
-from nanomolmo2.data.packing import Packer, collate, first_fit_decreasing, pad_batches
+from nanomolmo2.data.packing import Packer, collate, first_fit_decreasing
 from nanomolmo2.data.processor import Processor
 from nanomolmo2.models import ConnectorConfig, NanoMolmo2, NanoMolmo2Config
 from tests.models.reference import randomize
@@ -117,14 +117,3 @@ def test_over_long_examples_are_skipped_and_counted():
     packer = Packer(rows=1, seq_len=64)
     batches = list(packer.pack([long, short]))
     assert packer.stats.skipped_too_long == 1 and sum(b["num_examples"] for b in batches) == 1
-
-
-def test_padding_batches():
-    processor = Processor(crop_size=56, max_crops=0)
-    stream = [tokenize_example(Example([Conversation([("Q" * (i + 1), "A.")])]), processor) for i in range(5)]
-    batches = list(pad_batches(stream, batch_size=2))
-    assert [b["input_ids"].shape[0] for b in batches] == [2, 2, 1]
-    assert all(
-        b["attention_mask"].sum(1).tolist() == [len(e) for e in chunk]
-        for b, chunk in zip(batches, [stream[:2], stream[2:4], stream[4:]], strict=True)
-    )

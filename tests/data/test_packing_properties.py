@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from nanomolmo2.data.examples import TokenizedExample
 from nanomolmo2.data.image_preprocessing import ImageInputs
-from nanomolmo2.data.packing import PAD_ID, Packer, collate, first_fit_decreasing, pad_batches
-from nanomolmo2.tokens import IGNORE_INDEX, IMAGE_END_ID, IMAGE_PATCH_ID, LOW_RES_IMAGE_START_ID
+from nanomolmo2.data.packing import Packer, collate, first_fit_decreasing
+from nanomolmo2.tokens import IGNORE_INDEX, IMAGE_END_ID, IMAGE_PATCH_ID, LOW_RES_IMAGE_START_ID, PAD_ID
 
 SETTINGS = settings(max_examples=80, deadline=None)
 PATCHES, CHANNELS = 4, 3  # each example's one fake crop; its pixels all hold the example's number
@@ -123,23 +123,6 @@ def test_first_fit_decreasing_is_a_tight_partition(lengths, capacity):
     assert all(load <= capacity for load in loads)
     # first fit: an item opened a new bin only because it fitted in no earlier one, so no two bins could merge
     assert all(a + b > capacity for i, a in enumerate(loads) for b in loads[i + 1 :])
-
-
-@SETTINGS
-@given(streams(max_examples=12), st.integers(1, 4))
-def test_padded_batches_hold_one_example_per_row_in_order(examples, batch_size):
-    batches = list(pad_batches(examples, batch_size))
-    assert [b["input_ids"].shape[0] for b in batches] == [
-        min(batch_size, len(examples) - k) for k in range(0, len(examples), batch_size)
-    ]
-    numbers = []
-    for batch in batches:
-        contents = row_contents(batch, examples)
-        check_vision(batch, contents, examples)
-        assert all(len(r) == 1 for r in contents)
-        assert batch["input_ids"].shape[1] == max(len(examples[r[0]]) for r in contents)  # padded to the longest
-        numbers += [r[0] for r in contents]
-    assert numbers == list(range(len(examples)))
 
 
 @SETTINGS

@@ -5,9 +5,7 @@ import pytest
 from nanomolmo2.data.points import (
     COUNT_PROMPT,
     POINT_PROMPT,
-    VIDEO_COUNT_PROMPT,
     VIDEO_POINT_PROMPT,
-    format_multi_image_points,
     format_points,
     format_tracks,
     format_video_points,
@@ -36,7 +34,6 @@ def test_single_image_reference_strings():
 def test_no_match_says_there_are_none(style):
     assert format_points([], "cats", 640, 480, style) == "There are none."
     assert format_video_points([(0.5, [])], "cats", 640, 480, style) == "There are none."
-    assert format_multi_image_points([[], []], [(10, 10), (20, 20)], "cats", style) == "There are none."
 
 
 def test_zero_bare_count_is_0():
@@ -66,14 +63,6 @@ def test_tracks_sorted_by_object_id_not_position():
     assert format_tracks(frames, "car", 1000, 1000) == '<tracks coords="2.0 3 900 900 7 100 100">car</tracks>'
 
 
-def test_multi_image_ids_and_running_index():
-    points = [[(50, 50)], [], [(100, 20), (10, 10)]]
-    sizes = [(100, 100), (640, 480), (200, 100)]
-    out = format_multi_image_points(points, sizes, "cats")
-    assert out == '<points coords="1 1 500 500;3 2 050 100 3 500 200">cats</points>'
-    assert format_multi_image_points(points, sizes, "cats", "point_count").endswith("shows a total of 3.")
-
-
 def test_image_id_argument():
     assert format_points([(5, 5)], "x", 10, 10, image_id=2) == '<points coords="2 1 500 500">x</points>'
 
@@ -83,7 +72,7 @@ def test_prompts():
     assert VIDEO_POINT_PROMPT.format(label="dogs") == (
         "Point to dogs\nPlease say 'There are none.' if it is not in the video."
     )
-    assert COUNT_PROMPT.format(label="cats") == VIDEO_COUNT_PROMPT.format(label="cats") == "How many cats are there?"
+    assert COUNT_PROMPT.format(label="cats") == "How many cats are there?"
 
 
 # -----------------------------------------------------------------------------
@@ -127,7 +116,7 @@ def test_round_trip_single_image(style):
 
 
 def test_round_trip_multi_image():
-    text = format_multi_image_points([[(1, 2)], [(30, 40), (5, 6)]], [(10, 10), (100, 100)], "dogs")
+    text = '<points coords="1 1 100 200;2 2 050 060 3 300 400">dogs</points>'  # Molmo2's multi-image layout
     assert parse_points(text) == [(1.0, 1, 100.0, 200.0), (2.0, 2, 50.0, 60.0), (2.0, 3, 300.0, 400.0)]
 
 

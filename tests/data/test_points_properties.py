@@ -8,7 +8,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nanomolmo2.data.points import (
-    format_multi_image_points,
     format_points,
     format_tracks,
     format_video_points,
@@ -83,15 +82,6 @@ def test_bare_count_states_the_number_and_no_points(case, label):
     points, width, height = case
     text = format_points(points, label, width, height, "count")
     assert parse_count(text) == len(points) and parse_points(text) == []
-
-
-@SETTINGS
-@given(st.lists(image_points(max_points=4), min_size=1, max_size=5), labels)
-def test_multi_image_round_trip(images, label):
-    text = format_multi_image_points([p for p, _, _ in images], [(w, h) for _, w, h in images], label, "point_count")
-    groups = [(i + 1, to_coords(p, w, h)) for i, (p, w, h) in enumerate(images)]
-    assert parse_points(text) == expected(groups)  # images without points are left out, the index runs on
-    assert parse_count(text) == sum(len(p) for p, _, _ in images)
 
 
 @SETTINGS

@@ -59,10 +59,10 @@ def test_outputs_equal_transformers(cases, processor):
 
 
 def test_token_counts_match_the_reference_table(processor):
-    """REFERENCE.md: 378x378 -> 410 tokens, 480x640 -> 752, 720p -> 1189."""
+    """docs/MOLMO2.md, Image tokens: 378x378 -> 410 tokens, 480x640 -> 752, 720p -> 1189."""
     for (h, w), expected in {(378, 378): 410, (480, 640): 752, (720, 1280): 1189}.items():
         image = PIL.Image.new("RGB", (w, h))
-        tokens = processor.image_token_ids(processor.preprocess(image).grid)
+        tokens = processor.tokenizer.encode(processor.image_string(processor.preprocess(image).grid))
         assert len(tokens) == expected
 
 

@@ -1,6 +1,6 @@
 """Builders shared by the model tests: tiny random transformers references and processor-like inputs.
 
-Inputs are laid out exactly as transformers' Molmo2Processor lays them out (REFERENCE.md section 2): a BOS,
+Inputs are laid out exactly as transformers' Molmo2Processor lays them out (docs/MOLMO2.md, Token layout): a BOS,
 the low-res crop `<low_res_im_start> <im_patch>*h0*w0 <im_end>`, the high-res crops
 `<im_start> (<im_patch>*w <im_col>)*h <im_end>`, then text; video frames `<frame_start> <im_patch>* <frame_end>`.
 """

@@ -76,7 +76,7 @@ def test_loss_weights_z_loss_and_normalizer(tmp_path):
 
 
 def test_real_vocabulary_shape():
-    """The seed plan's check: logits over the full 151,936-token vocabulary."""
+    """Logits cover the full 151,936-token vocabulary; the 128 new rows are embeddings only."""
     model = LanguageModel(LanguageModelConfig.tiny())
     assert model.embed_tokens.weight.shape[0] == 151936 and model.embed_tokens.new_weight.shape[0] == 128
     assert model(torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 151936)

@@ -89,8 +89,9 @@ def test_frozen_encoder_gets_no_gradients_and_the_rest_does():
     assert model.llm.layers[0].attn.qkv_proj.weight.grad is not None
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_ten_samples():
-    """The seed plan's milestone: memorise 10 (image -> answer) pairs. Prompts are identical, so only
+    """Memorise 10 (image -> answer) pairs. Prompts are identical, so only
     the image tells the answers apart: this also proves the vision path learns."""
     torch.manual_seed(0)
     config = tiny_config()

@@ -63,7 +63,7 @@ def test_only_needed_blocks_are_built_and_features_concatenate(tmp_path):
 
 
 def test_clip_vit_l14_336_shape():
-    """The seed plan's check: the CLIP ViT-L/14-336 last layer is [B, 577, 1024]."""
+    """Molmo v1's CLIP ViT-L/14-336: 24 blocks, and the last layer is [B, 577 = 1 CLS + 576 patches, 1024]."""
     config = VisionConfig.clip_vit_l14_336()
     config.feature_layers = (-1,)
     encoder = VisionEncoder(config).freeze()

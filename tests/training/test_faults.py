@@ -76,6 +76,7 @@ def losses_by_step(run_dir: Path) -> dict[int, float]:
     return {m["step"]: m["loss"] for m in map(json.loads, lines)}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(shapes_data, tmp_path):
     straight = Trainer(tiny_config(shapes_data, tmp_path / "straight", **RUN))
     straight.train()

@@ -24,6 +24,7 @@ def weights(run_dir, step):
     return load_file(run_dir / "checkpoints" / f"step_{step}" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical(shapes_data, tmp_path):
     """20 steps straight == 10 steps, stop, resume, 10 more: the same weights to the last bit."""
     run(tiny_config(shapes_data, tmp_path / "straight", max_steps=20, save_every=10))
@@ -90,6 +91,7 @@ def test_keep_last_k(shapes_data, tmp_path):
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_5", "step_6"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_loss_falls_on_every_stage(shapes_data, tmp_path, stage):
     overrides = {"max_steps": 25, "lr_connector": 3e-3, "lr_llm": 3e-3, "activation_checkpointing": stage == 3}
@@ -117,6 +119,7 @@ def torchrun(config_overrides: dict, nproc: int, out) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_processes_match_one(shapes_data, tmp_path, mode):
     """2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same loss every step."""
@@ -131,6 +134,7 @@ def test_two_processes_match_one(shapes_data, tmp_path, mode):
     assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two, strict=True)), (one, two)
 
 
+@pytest.mark.slow
 def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, tmp_path):
     """Train 4 steps on 2 FSDP2 ranks (checkpoint at step 2); resume step 2 on 1 process: same losses."""
     import shutil

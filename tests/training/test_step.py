@@ -1,0 +1,161 @@
+"""One optimizer step against references written from the definitions, not from the trainer's own code.
+
+The reference loss of a step is computed from full logits with `F.cross_entropy` / `logsumexp`: the sum over
+every loss token of every micro-batch, divided by the step's total number of loss tokens. The trainer must give
+that loss and its gradients, whatever the split into micro-batches; clipping, z-loss and loss weights must
+change the step exactly as computed by hand.
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanomolmo2.models import NanoMolmo2
+from nanomolmo2.tokens import IGNORE_INDEX
+from nanomolmo2.training.trainer import Trainer
+
+from .conftest import tiny_config
+
+
+def take_step(trainer: Trainer) -> tuple[dict, list[dict], dict[str, torch.Tensor]]:
+    """One train_step; returns its metrics, the micro-batches it used, and the gradients the optimizer saw."""
+    batches = [next(it) for it in trainer.iterators]
+    trainer.iterators = [iter([b]) for b in batches]
+    seen: dict[str, torch.Tensor] = {}
+    step = trainer.optimizer.step
+
+    def record(*args, **kwargs):
+        seen.update({n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record
+    metrics = trainer.train_step()
+    trainer.optimizer.step = step
+    return metrics, batches, seen
+
+
+def reference_loss(model: NanoMolmo2, batches: list[dict], z_loss: float = 0.0) -> torch.Tensor:
+    """(sum over all loss tokens of weight * (CE + z * logsumexp^2)) / (number of loss tokens), from full logits."""
+    total, count = torch.zeros(()), 0
+    for batch in batches:
+        inputs = {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in ("labels", "loss_weights")}
+        logits = model(**inputs).logits.float()[:, :-1]  # [B, L-1, vocab]: position i predicts token i+1
+        labels = batch["labels"][:, 1:]
+        keep = labels != IGNORE_INDEX
+        token_logits, targets = logits[keep], labels[keep]
+        loss = F.cross_entropy(token_logits, targets, reduction="none")
+        loss = loss + z_loss * torch.logsumexp(token_logits, dim=-1).square()
+        total = total + (loss * batch["loss_weights"][:, 1:][keep]).sum()
+        count += int(keep.sum())
+    return total / count
+
+
+def reference_gradients(model: NanoMolmo2, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    loss.backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_close(got: dict, want: dict, rtol: float = 1e-4, atol: float = 1e-7) -> None:
+    assert set(got) == set(want) and got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=name)
+
+
+@pytest.fixture
+def trainer_factory(shapes_data, tmp_path):
+    def make(**overrides) -> tuple[Trainer, NanoMolmo2]:
+        settings = {"batch_size": 4, "micro_batch_size": 2, "grad_clip": 1e9, "z_loss": 0.0, **overrides}
+        trainer = Trainer(tiny_config(shapes_data, tmp_path / "run", **settings))
+        return trainer, copy.deepcopy(trainer.model)  # the weights before the step, for the reference
+
+    return make
+
+
+def test_two_micro_batches_equal_one_forward_over_both(trainer_factory):
+    """Loss and gradients of an accumulated step = summed token losses / all loss tokens of the step."""
+    trainer, before = trainer_factory()
+    assert trainer.accumulation == 2
+    metrics, batches, grads = take_step(trainer)
+    counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+    assert counts[0] != counts[1]  # a mean of per-micro-batch means would differ from the reference
+    want = reference_loss(before, batches)
+    assert metrics["loss"] == pytest.approx(float(want), rel=1e-5)
+    assert_close(grads, reference_gradients(before, want))
+
+
+def test_gradient_clipping_scales_the_gradients_to_the_limit(trainer_factory):
+    trainer, before = trainer_factory(grad_clip=1e-3)
+    metrics, batches, grads = take_step(trainer)
+    want = reference_gradients(before, reference_loss(before, batches))
+    norm = math.sqrt(sum(float(g.double().square().sum()) for g in want.values()))
+    assert norm > 1e-3 and metrics["grad_norm"] == pytest.approx(norm, rel=1e-4)  # the norm before clipping
+    assert_close(grads, {n: g * (1e-3 / norm) for n, g in want.items()}, atol=1e-10)
+    clipped = math.sqrt(sum(float(g.double().square().sum()) for g in grads.values()))
+    assert clipped == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_z_loss_adds_logsumexp_squared(trainer_factory):
+    trainer, before = trainer_factory(z_loss=0.05)
+    metrics, batches, grads = take_step(trainer)
+    want = reference_loss(before, batches, z_loss=0.05)
+    assert float(want) > float(reference_loss(before, batches)) + 1e-3  # z-loss is visible at this weight
+    assert metrics["loss"] == pytest.approx(float(want), rel=1e-5)
+    assert_close(grads, reference_gradients(before, want))
+
+
+def test_molmo2_loss_weighting_reaches_the_step(trainer_factory):
+    """With loss_weighting = "molmo2" every answer of an example is weighted by Molmo2's rule (checked per answer
+    from the batch's annotation ids), and the step's loss is the weighted sum / loss tokens."""
+    trainer, before = trainer_factory(loss_weighting="molmo2")
+    metrics, batches, grads = take_step(trainer)
+    not_one = 0
+    for batch in batches:
+        for row in range(batch["labels"].shape[0]):
+            segments, annotations = batch["segment_ids"][row], batch["annotation_ids"][row]
+            labelled = batch["labels"][row] != IGNORE_INDEX
+            for segment in segments[labelled].unique():
+                in_segment = segments == segment
+                conversations = int(annotations[in_segment].max())
+                for k in range(1, conversations + 1):
+                    answer = labelled & in_segment & (annotations == k)
+                    weight = batch["loss_weights"][row][answer]
+                    n = int(answer.sum())
+                    if n == 0:
+                        continue
+                    assert torch.all(weight == weight[0])  # one weight per (single-turn) answer
+                    rules = [2 / math.sqrt(n), 0.2, 0.1]  # length rule, points, video captions
+                    assert any(abs(float(weight[0]) - r / math.sqrt(conversations)) < 1e-6 for r in rules)
+                    not_one += abs(float(weight[0]) - 1.0) > 1e-6
+    assert not_one > 0
+    want = reference_loss(before, batches)
+    assert metrics["loss"] == pytest.approx(float(want), rel=1e-5)
+    assert_close(grads, reference_gradients(before, want))
+
+
+def test_bad_step_counter_counts_only_steps_in_a_row(trainer_factory):
+    """max_bad_steps = 2: NaN, fine, NaN, fine, NaN never stops the run; two NaNs in a row do."""
+    trainer, _ = trainer_factory(max_bad_steps=2)
+    forward, poisoned = trainer._forward, [True, False, True, False, True]
+    for nan in poisoned:
+        trainer._forward = (lambda *a: forward(*a) * float("nan")) if nan else forward
+        assert trainer.train_step()["skipped_update"] == nan
+    trainer._forward = lambda *a: forward(*a) * float("nan")
+    with pytest.raises(RuntimeError, match="2 non-finite steps in a row"):
+        trainer.train_step()
+
+
+def test_final_model_is_the_trained_model(shapes_data, tmp_path):
+    """final/ holds the weights after the last step, tensor for tensor (not the ones the run started with)."""
+    trainer = Trainer(tiny_config(shapes_data, tmp_path / "run", max_steps=3))
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    trained = trainer.model.state_dict()
+    final = NanoMolmo2.from_pretrained(tmp_path / "run" / "final").state_dict()
+    if "llm.lm_head.weight" not in trained:  # tied head: Molmo2 files carry an explicit copy
+        trained = {**trained, "llm.lm_head.weight": trained["llm.embed_tokens.weight"]}
+    assert set(final) == set(trained)
+    assert all(torch.equal(final[k], trained[k]) for k in final)
+    assert not torch.equal(start["llm.layers.0.mlp.down_proj.weight"], final["llm.layers.0.mlp.down_proj.weight"])
