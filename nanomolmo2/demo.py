@@ -5,9 +5,11 @@
 1. ShapesWorld at the `easy` level: a training split (seed 0) and a held-out split (seed 1), images and videos.
 2. Stage 1 (captions, pointing, text) -> stage 2 (all image and video tasks) -> stage 3 (longer sequences,
    more frames), each starting from the previous stage's final model (nanomolmo2/configs/tiny_stage*.toml).
-3. Molmo2's metrics on the held-out split, and the same image metrics with blank images; a table,
-   `metrics.json` (with the wall time) and `points.png` (predicted points over the true masks).
-`--quick` is a one-minute version for the test suite.
+3. Molmo2's metrics on the held-out split, each with its standard error, and the same metrics with blank images and
+   blank video frames; a table, `metrics.json` (with the seconds of each part) and `points.png` (predicted points
+   over the true masks).
+`--quick` is a two-minute version for the test suite. `--deterministic` gives the same numbers on every run of the
+same commit on the same machine (docs/LOG.md: how far apart two runs are with and without it).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .eval.commands import load_model, points_picture
 from .eval.draw import caption_under, grid, overlay_masks
 from .eval.evaluate import evaluate
 from .eval.generation import Request, generate_answers
+from .shapesworld.images import VERSION as IMAGES_VERSION
 from .shapesworld.images import write_shapesworld
+from .shapesworld.videos import VERSION as VIDEOS_VERSION
 from .shapesworld.videos import write_shapesworld_videos
 from .training.config import load_config
 from .training.trainer import run
@@ -44,18 +48,37 @@ TARGETS = {
 }
 
 
+DETERMINISTIC_THREADS = 2
+
+
 @dataclass
 class Settings:
     images: int
     videos: int
-    eval_images: int
+    eval_images: int  # held-out: each image is asked one question of each kind (per_kind), each video too
     eval_videos: int
     steps: tuple[int, int, int]  # per stage
     eval_frames: int = 16
+    per_kind: int = 1
 
 
-FULL = Settings(images=6000, videos=600, eval_images=60, eval_videos=20, steps=(500, 100, 4))
-QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=3, steps=(30, 25, 2))
+# 640 held-out images and videos: a standard error <= 0.02 for every metric (sqrt(0.25 / 640) = 0.0198 at worst)
+FULL = Settings(images=6000, videos=600, eval_images=640, eval_videos=640, steps=(500, 100, 4))
+QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=4, steps=(30, 25, 2))
+
+
+def up_to_date(folder: Path, seed: int, images: int, videos: int) -> bool:
+    """Does `folder` hold this split, written by this version of ShapesWorld?"""
+    try:
+        info = json.loads((folder / "info.json").read_text())
+        video_info = json.loads((folder / "videos_info.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {"version": IMAGES_VERSION, "seed": seed, "images": images, "image_size": 112}
+    wanted_videos = {"version": VIDEOS_VERSION, "seed": seed, "videos": videos, "image_size": 112}
+    return all(info.get(k) == v for k, v in wanted.items()) and all(
+        video_info.get(k) == v for k, v in wanted_videos.items()
+    )
 
 
 def write_data(folder: Path, settings: Settings) -> tuple[Path, Path]:
@@ -64,17 +87,20 @@ def write_data(folder: Path, settings: Settings) -> tuple[Path, Path]:
         (train, 0, settings.images, settings.videos),
         (held_out, 1, settings.eval_images, settings.eval_videos),
     ):
-        if not (out / "info.json").is_file() or json.loads((out / "info.json").read_text())["images"] != images:
+        if not up_to_date(out, seed, images, videos):
             write_shapesworld(out, images, seed=seed, image_size=112)
             write_shapesworld_videos(out, videos, seed=seed, image_size=112)
     return train, held_out
 
 
-def train_stages(train: Path, held_out: Path, out: Path, settings: Settings) -> Path:
+def train_stages(
+    train: Path, held_out: Path, out: Path, settings: Settings, dtype: str = "auto", lap=lambda name: None
+) -> Path:
+    """The three stages, each from the previous one's final model; `lap(name)` is called as each one ends."""
     previous = None
     for stage, steps in zip((1, 2, 3), settings.steps, strict=True):
         overrides = {"data": str(train), "val_data": str(held_out), "out_dir": str(out / f"stage{stage}"),
-                     "max_steps": steps, "save_every": 0, "eval_every": max(1, steps // 4)}  # fmt: skip
+                     "max_steps": steps, "save_every": 0, "eval_every": max(1, steps // 4), "dtype": dtype}  # fmt: skip
         if stage == 1:
             overrides["output_vocabulary"] = "data"
         else:
@@ -82,6 +108,7 @@ def train_stages(train: Path, held_out: Path, out: Path, settings: Settings) -> 
         shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a new demo run, not a resumed one
         run(load_config(f"tiny_stage{stage}", overrides))
         previous = out / f"stage{stage}" / "final"
+        lap(f"stage{stage}")
     return previous
 
 
@@ -115,48 +142,77 @@ def picture(model, processor, held_out: Path, out: Path, frames: int) -> None:
     grid(sheets, columns=1).save(out / "points.png")
 
 
+ROWS = [
+    "caption_accuracy",
+    "vqa_accuracy",
+    "count_accuracy",
+    "point_f1",
+    "video_qa_accuracy",
+    "video_point_f1",
+    "text_accuracy",
+]
+
+
 def report(metrics: dict) -> str:
-    lines = [f"{'metric':22s} {'held-out':>9s} {'blank':>7s} {'target':>7s}"]
-    for name in [
-        "caption_accuracy",
-        "vqa_accuracy",
-        "count_accuracy",
-        "point_f1",
-        "video_qa_accuracy",
-        "video_point_f1",
-        "text_accuracy",
-    ]:
-        blank = metrics.get(f"blank_{name}")
-        target = TARGETS.get(name)
-        lines.append(
-            f"{name:22s} {metrics.get(name, float('nan')):9.3f} {'' if blank is None else f'{blank:.3f}':>7s} "
-            f"{'' if target is None else f'{target:.2f}':>7s}"
-        )
-    lines.append(f"{'seconds':22s} {metrics['seconds']:9.0f}")
+    """The table: each metric and its blank-media value, both ± their standard errors, and the target; the seconds."""
+
+    def cell(name: str) -> str:
+        return f"{metrics[name]:.3f} ± {metrics[name + '_stderr']:.3f}" if name in metrics else ""
+
+    lines = [f"{'metric':20s} {'held-out':>15s} {'blank':>15s} {'target':>7s}"]
+    for name in ROWS:
+        target = f"{TARGETS[name]:.2f}" if name in TARGETS else ""
+        lines.append(f"{name:20s} {cell(name):>15s} {cell('blank_' + name):>15s} {target:>7s}")
+    parts = ", ".join(f"{k.removeprefix('seconds_')} {v:.0f}" for k, v in metrics.items() if k.startswith("seconds_"))
+    lines.append(f"{'seconds':20s} {metrics['seconds']:15.0f}   ({parts})")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a one-minute version (for the tests)")
+    parser.add_argument("--quick", action="store_true", help="a two-minute version (for the tests)")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--data", default="data/demo")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="auto: bf16 where the CPU has it"
+    )
+    parser.add_argument(
+        "--deterministic", action="store_true", help=f"the same numbers on every run: {DETERMINISTIC_THREADS} threads, "
+        "deterministic kernels (for comparing recipes; docs/LOG.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    start = time.time()
+    if args.deterministic:
+        torch.set_num_threads(DETERMINISTIC_THREADS)
+        torch.use_deterministic_algorithms(True)
+    start = last = time.time()
+    seconds = {}
+
+    def lap(name: str) -> None:
+        nonlocal last
+        seconds[f"seconds_{name}"], last = time.time() - last, time.time()
+
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train, held_out = write_data(Path(args.data), settings)
-    final = train_stages(train, held_out, out, settings)
+    lap("data")
+    final = train_stages(train, held_out, out, settings, args.dtype, lap)
     model, processor = load_model(final)
-    metrics, records = evaluate(model, processor, held_out, max_frames=settings.eval_frames)
+    metrics, records = evaluate(model, processor, held_out, max_frames=settings.eval_frames, per_kind=settings.per_kind)
+    lap("evaluation")
     picture(model, processor, held_out, out, settings.eval_frames)
+    lap("picture")
     metrics["seconds"] = time.time() - start
+    metrics.update(seconds)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "answers.json").write_text(json.dumps(records, indent=1) + "\n")
     print(report(metrics))
-    print(f"\nwritten: {out / 'metrics.json'}, {out / 'points.png'}")
+    print(
+        f"\nwritten: {out / 'metrics.json'}, {out / 'points.png'}\nopen the model: .venv/bin/nanomolmo2 serve "
+        f"--checkpoint {final} (then http://127.0.0.1:7860), or .venv/bin/nanomolmo2 chat --checkpoint {final} "
+        f"--image {held_out / 'images' / '000000.png'}"
+    )
     return metrics
 
 

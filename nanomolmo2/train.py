@@ -24,8 +24,10 @@ FLAGS = {  # command-line flag -> config field
     "save_every": "save_every",
     "out_dir": "out_dir",
     "resume_from": "resume_from",
+    "overwrite": "overwrite",
     "init_from": "init_from",
     "seed": "seed",
+    "log": "log",
 }
 
 
@@ -40,12 +42,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int)
     parser.add_argument("--out-dir")
     parser.add_argument("--resume-from", help="a run folder (latest complete checkpoint) or a checkpoint folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="start fresh in an --out-dir that holds an earlier run (deletes its checkpoints, metrics and final/)",
+    )
     parser.add_argument("--init-from", help="a Molmo2-format model folder to start from (the previous stage's final/)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--log", help="tensorboard (default), wandb, or tensorboard,wandb: where the numbers go")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
 
 
 def config_from_args(args: argparse.Namespace):
+    from .training.checkpoint import run_folder_of
     from .training.config import load_config
 
     overrides = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None}
@@ -54,9 +64,15 @@ def config_from_args(args: argparse.Namespace):
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value.strip()
-    if args.config is None and args.stage is None:
+    base = args.config or (f"stage{args.stage}" if args.stage is not None else None)
+    if args.resume_from:  # resuming: the run's own config unless one is given, and its own folder unless told
+        run_folder = run_folder_of(args.resume_from)
+        if base is None and (run_folder / "config.json").is_file():
+            base = run_folder / "config.json"
+        overrides.setdefault("out_dir", str(run_folder))
+    if base is None:
         raise SystemExit("nanomolmo2 train: give --config (a TOML file or packaged name) or --stage N")
-    config = load_config(args.config or f"stage{args.stage}", overrides)
+    config = load_config(base, overrides)
     if args.stage is not None and config.stage != args.stage:
         raise SystemExit(
             f"nanomolmo2 train: --stage {args.stage}, but config {args.config} is for stage {config.stage}"
@@ -81,7 +97,9 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nanomolmo2 train", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    run(parser.parse_args(argv))
+    from .errors import run_command
+
+    run_command("nanomolmo2 train", run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """The quick demo end to end: data, three training stages, evaluation, the report and the picture."""
 
 import json
+import math
 
 import PIL.Image
 import pytest
 
-from nanomolmo2.demo import main
+from nanomolmo2.demo import ROWS, TARGETS, main
 
 
 @pytest.mark.slow
@@ -14,17 +15,24 @@ def test_quick_demo_learns(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved == metrics
     assert (tmp_path / "run" / "stage3" / "final" / "model.safetensors").is_file()  # 2 steps: it runs, no more
-    # The stages long enough to tell: stage 1's held-out loss falls by half or more (measured: 3.72 -> 1.15),
-    # stage 2's (new: videos) by 15% or more (measured 0.66x and 0.76x: bf16 on 2 threads is not bit-stable).
+    # The stages long enough to tell: stage 1's held-out loss falls by half or more, stage 2's (new: videos) by 15%
+    # or more. Measured over six runs of this quick demo on the 2-core machine: stage 1 ends at 0.336-0.339 of
+    # where it starts, stage 2 at 0.67-0.76 (bf16 autocast on two threads is not bit-stable).
     for stage, fraction in ((1, 0.5), (2, 0.85)):
         log = (tmp_path / "run" / f"stage{stage}" / "metrics.jsonl").read_text().splitlines()
         validation = [json.loads(line)["val_loss"] for line in log if json.loads(line).get("val_loss") is not None]
         assert validation[-1] < fraction * validation[0], (stage, validation)
-    # After ~1 minute the metrics themselves are still noise on 10 held-out images (captions, video and text
-    # at 0; see README / docs/LOG.md for the full demo), so here they are only checked to be well formed.
-    assert all(0.0 <= value <= 1.0 for name, value in metrics.items() if name != "seconds")
-    for name in ("caption_accuracy", "vqa_accuracy", "count_accuracy", "point_f1"):
-        assert f"blank_{name}" in metrics
+    # After ~2 minutes the metrics themselves are still noise on 10 held-out images (captions, video and text
+    # near 0; see README / docs/LOG.md for the full demo), so here they are only checked to be written and sane:
+    # every metric with its standard error, and its blank-image or blank-video value.
+    values = {name: v for name, v in metrics.items() if not name.startswith("seconds")}
+    assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values.values()), metrics
+    for name in ROWS:
+        assert 0.0 <= metrics[f"{name}_stderr"] <= 0.5
+    for name in TARGETS:  # the image and video metrics
+        assert f"blank_{name}" in metrics and f"blank_{name}_stderr" in metrics
+    parts = [metrics[f"seconds_{part}"] for part in ("data", "stage1", "stage2", "stage3", "evaluation", "picture")]
+    assert all(p >= 0 for p in parts) and sum(parts) <= metrics["seconds"]
     assert metrics["seconds"] > 0
     picture = PIL.Image.open(tmp_path / "run" / "points.png")
     assert picture.width > 400 and picture.height > 200

@@ -122,4 +122,5 @@ def test_every_module_has_a_docstring_and_long_files_say_why():
 
 def test_models_stay_small():
     lines = sum(p.read_text().count("\n") for p in (PACKAGE / "models").glob("*.py"))
-    assert lines <= 1200, f"models/ has {lines} lines: the architecture should stay readable in one sitting"
+    # 1,300, up from 1,200: FlexAttention for training (flex.py, the attention rule shared with the dense mask)
+    assert lines <= 1300, f"models/ has {lines} lines: the architecture should stay readable in one sitting"

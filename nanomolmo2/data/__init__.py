@@ -12,5 +12,5 @@
 - vocabulary.py           the answer tokens of a dataset (for a restricted output head)
 - mixture.py              group rates and sqrt-size sampling of datasets, as a resumable stream
 - packing.py              padding and packing examples into fixed-length rows
-- loader.py               the training stream: workers load and tokenise, the main process packs
+- loader.py               the training stream: workers load and tokenise, a background thread packs and pins
 """

@@ -20,7 +20,7 @@ Points and tracks in videos carry times; they are written at the sampled frame n
 answer's timestamps are those printed before the frames. Which frames are sampled is known only once the
 video is opened, so timed answers are built then (`Example.video_conversations`). A point after the last
 frame is reported with the video's path and its annotation skipped; so is any annotation that cannot be used
-(a missing field, a wrong type, an empty answer).
+(a missing field, a wrong type, an empty answer, a count or image size out of range).
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .examples import Conversation, Example
 from .image_preprocessing import load_image
-from .jsonl import Row, annotation_subset, read_rows
+from .jsonl import Row, RowIndex, annotation_subset, has_tasks, jsonl_files, whole_number
 from .points import (
     COUNT_PROMPT,
     NO_MATCH,
@@ -45,7 +46,7 @@ from .points import (
     format_tracks,
     format_video_points,
 )
-from .video_io import VideoError, load_video
+from .video_io import VideoError, decode_video
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ VIDEO_CAPTION_PROMPTS = (
 TRACK_PROMPT = "Track {label} in the video."
 TIMED_TASKS = ("pointing", "counting", "tracking")
 MAX_IMAGES = 5  # Molmo2's limit per example
+MAX_SIDE = 1 << 17  # pixels: the largest width or height a row may state
+MAX_COUNT = 1 << 20  # the largest count an annotation may state
+# What a malformed annotation raises (ArithmeticError: a number that overflows where no check foresaw it).
+MALFORMED = (KeyError, ValueError, TypeError, IndexError, ArithmeticError)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # images
@@ -76,7 +81,7 @@ def _choice(options: tuple[str, ...], key: str) -> str:
 def image_size(row: Row) -> tuple[int, int]:
     """(width, height) of the row's first image, EXIF-corrected; from the row when it says, else the file."""
     if "width" in row.data and "height" in row.data:
-        return int(row.data["width"]), int(row.data["height"])
+        return tuple(whole_number(row.data[k], k, 1, MAX_SIDE) for k in ("width", "height"))
     return load_image(row.media("image")[0]).size
 
 
@@ -93,7 +98,7 @@ def conversation(annotation: dict, row: Row, index: int) -> Conversation:
     """One annotation -> one conversation (raises KeyError/ValueError on a malformed annotation)."""
     task = annotation["task"]
     if task == "caption":
-        prompt = _choice(CAPTION_PROMPTS, f"{row.source}:{index}")
+        prompt = _choice(CAPTION_PROMPTS, f"{row.key}:{index}")
         return Conversation([(prompt, answer_text(annotation["caption"]))], style="caption")
     if task == "pointing":
         label, points = annotation["label"], [tuple(p[:2]) for p in annotation["points"]]
@@ -101,7 +106,8 @@ def conversation(annotation: dict, row: Row, index: int) -> Conversation:
         return Conversation([(POINT_PROMPT.format(label=label), answer)], style="pointing")
     if task == "counting":
         label, points = annotation["label"], [tuple(p[:2]) for p in annotation.get("points", [])]
-        count, style = int(annotation.get("count", len(points))), annotation.get("style", "point_count")
+        count = whole_number(annotation.get("count", len(points)), "count", 0, MAX_COUNT)
+        style = annotation.get("style", "point_count")
         if style == "count":
             answer = str(count)
         elif points:
@@ -127,50 +133,100 @@ def conversation(annotation: dict, row: Row, index: int) -> Conversation:
 
 
 class JsonlDataset(torch.utils.data.Dataset):
-    """Rows of one or more JSONL files that have annotations of `tasks`; item i -> an `Example`.
+    """Rows of JSONL files (one file, or every *.jsonl of a folder) with annotations of `tasks`; item i -> an
+    `Example`: an image example for a row with images (or none), a video example for a row with a "video".
 
     max_conversations: at most this many annotations per example (a stable subset), to bound its length.
+    max_fps, max_frames, frame_size: how a video is sampled and decoded (frame_size: each frame straight to
+    this square, the processor's crop size, which bounds a worker's memory).
+    Rows stay on disk (jsonl.RowIndex): each item is read when it is asked for.
     """
 
-    tasks: tuple[str, ...] = ("caption", "pointing", "counting", "vqa", "chat")
+    tasks: tuple[str, ...] = ("caption", "pointing", "counting", "vqa", "chat", "tracking")
+    video_rows: bool | None = None  # None: image and video rows; False: image rows only; True: video rows only
 
-    def __init__(self, path: str | Path, tasks: tuple[str, ...] | None = None, max_conversations: int = 8) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        tasks: tuple[str, ...] | None = None,
+        max_conversations: int = 8,
+        max_fps: float = 2.0,
+        max_frames: int = 128,
+        frame_size: int | None = None,
+    ) -> None:
         self.tasks = tuple(tasks or self.tasks)
-        self.max_conversations = max_conversations
-        # Rows with a video belong to VideoDataset: without their video, their answers cannot be learnt.
-        self.rows, self.malformed_lines = read_rows(path, self.tasks, video=False)
+        self.max_conversations, self.max_fps, self.max_frames = max_conversations, max_fps, max_frames
+        self.frame_size = frame_size
+        self.index = RowIndex(jsonl_files(path), has_tasks(self.tasks, self.video_rows))
+        self.malformed_lines = self.index.malformed
+        self.malformed_by_file = self.index.malformed_by_file  # several datasets may read one file
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.index)
+
+    def source(self, i: int) -> str:
+        """Where item i comes from: "file.jsonl:line"."""
+        return self.index.source(i)
 
     def __getitem__(self, i: int) -> Example:
-        row = self.rows[i]
+        row = self.index.row(i)
+        return self.video_example(row) if "video" in row.data else self.image_example(row)
+
+    def image_example(self, row: Row) -> Example:
         annotations = annotation_subset(row, self.tasks, self.max_conversations)
         conversations = []
         for k, annotation in enumerate(annotations):
             try:
                 conversations.append(conversation(annotation, row, k))
-            except (KeyError, ValueError, TypeError, IndexError) as e:
+            except MALFORMED as e:
                 log.warning("skipped a malformed annotation in %s: %r", row.source, e)
         images = row.media("images") or row.media("image")
         if len(images) > MAX_IMAGES:
             raise ValueError(f"{row.source}: {len(images)} images, at most {MAX_IMAGES} per example")
         return Example(conversations=conversations, images=images, source=row.source)
 
+    def video_example(self, row: Row) -> Example:
+        annotations = annotation_subset(row, self.tasks, self.max_conversations)
+        static = []
+        for k, annotation in enumerate(a for a in annotations if a.get("task") not in TIMED_TASKS):
+            try:
+                if annotation["task"] == "caption":
+                    prompt = _choice(VIDEO_CAPTION_PROMPTS, f"{row.key}:{k}")
+                    static.append(Conversation([(prompt, answer_text(annotation["caption"]))], "video_caption"))
+                else:
+                    static.append(conversation(annotation, row, k))
+            except MALFORMED as e:
+                log.warning("skipped a malformed annotation in %s: %r", row.source, e)
+        timed = [a for a in annotations if a.get("task") in TIMED_TASKS]
+        clip = None
+        if "clip_start" in row.data or "clip_end" in row.data:
+            clip = (float(row.data.get("clip_start", 0.0)), float(row.data.get("clip_end", float("inf"))))
+        return Example(
+            conversations=static,
+            video=VideoClip(row.media("video")[0], clip, self.max_fps, self.max_frames, self.frame_size),
+            video_conversations=partial(timed_conversations, timed, row.source) if timed else None,
+            source=row.source,
+        )
 
+
+# One task each, image rows only: a row with a video belongs to VideoDataset (its answers are about the video).
 class CaptioningDataset(JsonlDataset):
+    video_rows = False
     tasks = ("caption",)
 
 
 class PointingDataset(JsonlDataset):
+    video_rows = False
     tasks = ("pointing", "counting")
 
 
 class VQADataset(JsonlDataset):
+    video_rows = False
     tasks = ("vqa",)
 
 
 class TextDataset(JsonlDataset):
+    video_rows = False
     tasks = ("chat",)
 
 
@@ -184,9 +240,11 @@ class VideoClip:
     clip: tuple[float, float] | None = None  # (start, end) seconds
     max_fps: float = 2.0
     max_frames: int = 128
+    frame_size: int | None = None  # resize each frame to this square as it is decoded (the processor's crop size)
 
-    def load(self):
-        return load_video(self.path, self.max_fps, self.max_frames, self.clip)
+    def load(self) -> tuple[np.ndarray, list[float], tuple[int, int]]:
+        """(frames, times, (width, height) of the video's own frames)."""
+        return decode_video(self.path, self.max_fps, self.max_frames, self.clip, frame_size=self.frame_size)
 
 
 def _snap(t: float, times: list[float], source: str) -> float:
@@ -225,58 +283,22 @@ def timed_conversations(annotations: list[dict], source: str, times: list[float]
                 answer = format_video_points(frames_points, label, width, height) if frames_points else NO_MATCH
                 conversations.append(Conversation([(VIDEO_POINT_PROMPT.format(label=label), answer)], "video_pointing"))
             else:
-                count = int(annotation.get("count", sum(len(p) for _, p in frames_points)))
+                count = whole_number(
+                    annotation.get("count", sum(len(p) for _, p in frames_points)), "count", 0, MAX_COUNT
+                )
                 style = annotation.get("style", "point_count")
                 if style == "count" or not frames_points:
                     answer = str(count) if style == "count" or count else NO_MATCH
                 else:
                     answer = format_video_points(frames_points, label, width, height, style, count=count)
                 conversations.append(Conversation([(COUNT_PROMPT.format(label=label), answer)], "video_counting"))
-        except (KeyError, ValueError, TypeError) as e:
+        except MALFORMED as e:
             log.warning("skipped an annotation of %s: %s", source, e)
     return conversations
 
 
-class VideoDataset(torch.utils.data.Dataset):
+class VideoDataset(JsonlDataset):
     """Rows with a video and annotations of `tasks`; item i -> an `Example` whose video loads in the worker."""
 
-    tasks: tuple[str, ...] = ("caption", "vqa", "pointing", "counting", "tracking")
-
-    def __init__(
-        self,
-        path: str | Path,
-        tasks: tuple[str, ...] | None = None,
-        max_conversations: int = 8,
-        max_fps: float = 2.0,
-        max_frames: int = 128,
-    ) -> None:
-        self.tasks = tuple(tasks or self.tasks)
-        self.max_conversations, self.max_fps, self.max_frames = max_conversations, max_fps, max_frames
-        self.rows, self.malformed_lines = read_rows(path, self.tasks, video=True)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> Example:
-        row = self.rows[i]
-        annotations = annotation_subset(row, self.tasks, self.max_conversations)
-        static = []
-        for k, annotation in enumerate(a for a in annotations if a.get("task") not in TIMED_TASKS):
-            try:
-                if annotation["task"] == "caption":
-                    prompt = _choice(VIDEO_CAPTION_PROMPTS, f"{row.source}:{k}")
-                    static.append(Conversation([(prompt, answer_text(annotation["caption"]))], "video_caption"))
-                else:
-                    static.append(conversation(annotation, row, k))
-            except (KeyError, ValueError, TypeError, IndexError) as e:
-                log.warning("skipped a malformed annotation in %s: %r", row.source, e)
-        timed = [a for a in annotations if a.get("task") in TIMED_TASKS]
-        clip = None
-        if "clip_start" in row.data or "clip_end" in row.data:
-            clip = (float(row.data.get("clip_start", 0.0)), float(row.data.get("clip_end", float("inf"))))
-        return Example(
-            conversations=static,
-            video=VideoClip(row.media("video")[0], clip, self.max_fps, self.max_frames),
-            video_conversations=partial(timed_conversations, timed, row.source) if timed else None,
-            source=row.source,
-        )
+    tasks = ("caption", "vqa", "pointing", "counting", "tracking")
+    video_rows = True

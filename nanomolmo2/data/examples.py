@@ -8,7 +8,9 @@ the media come first and are shared by all conversations (chat.py has the layout
     <|im_start|>user\\n{q}<|im_end|>\\n<|im_start|>assistant\\n{a}<|im_end|>  annotation 2, positions P..
 
 Each conversation sees the shared prefix and itself only (annotation ids), its positions restart after the
-prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss.
+prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss. An example whose `<im_patch>`
+slots do not match its vision tokens one to one is refused here, with its file:line, before it can reach a batch
+(where the forward pass would fail for the whole batch without naming the row).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..tokens import IGNORE_INDEX
+from ..tokens import IGNORE_INDEX, IMAGE_PATCH_ID
 from .chat import answer_turn, media_prefix, user_turn
 from .image_preprocessing import ImageInputs, VideoInputs
 from .processor import Processor, vision_token_mask
@@ -42,7 +44,9 @@ class Conversation:
 class Example:
     conversations: list[Conversation]
     images: list[str | Path] = field(default_factory=list)  # up to 5; their order is "Image 1", "Image 2", ...
-    video: Any = None  # anything with .load() -> (frames [T, H, W, 3] uint8, times), e.g. video_datasets.VideoClip
+    # Anything with .load() -> (frames [T, H, W, 3] uint8, times), or (frames, times, (width, height)) when the
+    # frames were resized as they were decoded (the size is the video's own: points are in its pixels); VideoClip.
+    video: Any = None
     # Answers that need the sampled frame times (video points, tracks): (times, width, height) -> conversations.
     video_conversations: Callable[[list[float], int, int], list[Conversation]] | None = None
     source: str = ""  # "file.jsonl:line" for error messages
@@ -85,10 +89,11 @@ def tokenize_example(example: Example, processor: Processor, weighting: str = "n
     vision: list[ImageInputs | VideoInputs] = [processor.preprocess(image) for image in example.images]
     conversations = list(example.conversations)
     if example.video is not None:
-        frames, times = example.video.load()
+        frames, times, *size = example.video.load()
         vision.append(processor.preprocess_video(frames, times))
+        width, height = size[0] if size else (frames.shape[2], frames.shape[1])
         if example.video_conversations is not None:
-            conversations += example.video_conversations(times, frames.shape[2], frames.shape[1])
+            conversations += example.video_conversations(times, width, height)
     if not conversations:
         raise ValueError(f"{example.source}: no usable annotation")
     prefix = media_prefix(processor, vision)
@@ -111,6 +116,9 @@ def tokenize_example(example: Example, processor: Processor, weighting: str = "n
         annotations += [k] * (len(ids) - start)
 
     input_ids = torch.tensor(ids)
+    slots, features = int((input_ids == IMAGE_PATCH_ID).sum()), sum(v.token_pooling.shape[0] for v in vision)
+    if slots != features:
+        raise ValueError(f"{example.source}: {slots} <im_patch> slots for {features} vision tokens")
     return TokenizedExample(
         input_ids=input_ids,
         labels=torch.tensor(labels),

@@ -7,7 +7,14 @@ One image becomes
   the overlap is dropped from the pooling index so that every canvas patch is pooled exactly once.
 Crops are cut into 14x14x3 patches `[crops, patches, 588]`; `token_pooling` `[tokens, ph*pw]` lists the
 patch indices each vision token pools (-1 = padding). Numbers match transformers' Molmo2ImageProcessor
-(bilinear, no antialias, resized in float then rounded and clamped to uint8, then x/255*2-1).
+(bilinear, no antialias, resized in float then rounded and clamped to uint8, then x/255*2-1). With
+`normalize=False` the pixels stop at uint8 (what training moves through shared memory and to the GPU, 4x less
+than float32); the model then applies the same x/255*2-1 (`normalize_pixels`), to the same floats.
+
+An image file is opened only if its header states at most MAX_IMAGE_PIXELS pixels (checked before anything is
+decoded): a 12 KB PNG can claim 100 M pixels, which would cost gigabytes once decoded and converted to float.
+Only the common photo formats are opened (IMAGE_FORMATS): Pillow would otherwise try each of its decoders on
+untrusted bytes, EPS among them (which runs Ghostscript where it is installed).
 """
 
 from __future__ import annotations
@@ -22,18 +29,41 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
+from ..models.vision_encoder import normalize_pixels
+
+# 33.5 M pixels (8192 x 4096): larger images are refused before decoding. Pillow's own check only warns up to
+# twice its limit (89 M pixels); this one is an error, and lower.
+MAX_IMAGE_PIXELS = 1 << 25
+IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG includes phones' multi-picture (MPO) files
+PIL.Image.init()  # registers Pillow's decoders, which it otherwise loads lazily: `formats=` only finds registered ones
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header states more pixels than MAX_IMAGE_PIXELS (a decompression bomb or a huge scan)."""
+
 
 @dataclass
 class ImageInputs:
-    pixel_values: torch.Tensor  # [crops, patches, patch*patch*3] float32
+    pixel_values: torch.Tensor  # [crops, patches, patch*patch*3] float32 in [-1, 1], or uint8 (normalize=False)
     token_pooling: torch.Tensor  # [tokens, pool_h*pool_w] int64 patch indices into this image's crops, -1 = none
     grid: tuple[int, int, int, int]  # pooled (low-res rows, cols, high-res rows, cols)
 
 
 def load_image(source: str | Path | PIL.Image.Image) -> PIL.Image.Image:
-    """Open an image file (or take a PIL image) and apply its EXIF orientation, so pixels are upright."""
-    image = source if isinstance(source, PIL.Image.Image) else PIL.Image.open(source)
+    """Open an image file (or take a PIL image) and apply its EXIF orientation, so pixels are upright.
+
+    A file is checked against MAX_IMAGE_PIXELS from its header, before any pixel is decoded."""
+    if isinstance(source, PIL.Image.Image):
+        return PIL.ImageOps.exif_transpose(source)
+    image = PIL.Image.open(source, formats=IMAGE_FORMATS)
+    check_pixels(image.size, source)
     return PIL.ImageOps.exif_transpose(image)
+
+
+def check_pixels(size: tuple[int, int], source: object = "image") -> None:
+    """ImageTooLarge if a (width, height) has more than MAX_IMAGE_PIXELS pixels."""
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{source}: {size[0]}x{size[1]} pixels, more than the limit of {MAX_IMAGE_PIXELS}")
 
 
 def to_rgb(image: PIL.Image.Image | np.ndarray) -> np.ndarray:
@@ -63,11 +93,18 @@ def select_tiling(height: float, width: float, window: int, max_crops: int) -> t
     return tilings[int(torch.where(scale < 1.0, 10e9, scale).argmin())]
 
 
+def resize_uint8(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 `[N, 3, H, W]` -> uint8 `[N, 3, height, width]` (bilinear, no antialias, in float, rounded). Resizing
+    an image to its own size gives it back unchanged, so frames resized as they are decoded stay exact."""
+    if image.shape[-2:] == (height, width):
+        return image
+    resized = F.interpolate(image.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
 def resize_normalized(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8 `[N, 3, H, W]` -> float `[N, 3, height, width]` in [-1, 1] (bilinear, no antialias)."""
-    resized = F.interpolate(image.float(), size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    resized = resized.round().clamp(0, 255).to(torch.uint8)
-    return (resized.float() - 127.5) / 127.5  # x/255*2-1, in the order transformers computes it
+    return normalize_pixels(resize_uint8(image, height, width))
 
 
 def pooling_windows(index_grid: torch.Tensor, pool_h: int, pool_w: int) -> tuple[torch.Tensor, int, int]:
@@ -96,17 +133,20 @@ def preprocess_image(
     max_crops: int = 8,
     overlap_margins: tuple[int, int] = (4, 4),
     pooling: tuple[int, int] = (2, 2),
+    normalize: bool = True,
 ) -> ImageInputs:
     """One image -> global crop + overlapping crops, as patches with their pooling windows.
 
     max_crops=0 keeps only the global crop (a cheaper layout for tiny models; not a Molmo2 layout).
+    normalize=False: uint8 pixels (the model normalises them).
     """
+    resize = resize_normalized if normalize else resize_uint8
     pixels = torch.from_numpy(to_rgb(image)).permute(2, 0, 1)[None]  # [1, 3, H, W] uint8
     height, width = pixels.shape[-2:]
     side = crop_size // patch_size
     patches_per_crop = side * side
 
-    global_crop = resize_normalized(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [1, S, S, 3]
+    global_crop = resize(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [1, S, S, 3]
     low_pooling, low_h, low_w = pooling_windows(torch.arange(patches_per_crop).reshape(side, side), *pooling)
     if max_crops == 0:
         return ImageInputs(patchify(global_crop, patch_size), low_pooling, (low_h, low_w, 0, 0))
@@ -117,7 +157,7 @@ def preprocess_image(
     margin = (left + right) * patch_size
     rows, cols = select_tiling(height - margin, width - margin, window, max_crops)
     canvas_h, canvas_w = rows * window + margin, cols * window + margin
-    canvas = resize_normalized(pixels, canvas_h, canvas_w)  # [1, 3, canvas_h, canvas_w]
+    canvas = resize(pixels, canvas_h, canvas_w)  # [1, 3, canvas_h, canvas_w]
     crops = canvas.unfold(2, crop_size, window).unfold(3, crop_size, window)  # [1, 3, rows, cols, S, S]
     crops = crops.permute(0, 2, 3, 4, 5, 1).reshape(rows * cols, crop_size, crop_size, 3)
 
@@ -145,7 +185,7 @@ def preprocess_image(
 
 @dataclass
 class VideoInputs:
-    pixel_values: torch.Tensor  # [frames, patches, patch*patch*3] float32: each frame is one crop
+    pixel_values: torch.Tensor  # [frames, patches, patch*patch*3] float32 (or uint8): each frame is one crop
     token_pooling: torch.Tensor  # [frames * tokens per frame, pool_h*pool_w] int64, -1 = none
     grid: tuple[int, int, int]  # (frames, pooled rows, pooled cols)
     times: list[float]  # seconds, one per frame
@@ -157,12 +197,15 @@ def preprocess_video(
     crop_size: int = 378,
     patch_size: int = 14,
     pooling: tuple[int, int] = (3, 3),
+    normalize: bool = True,
 ) -> VideoInputs:
-    """uint8 RGB frames `[T, H, W, 3]` -> each frame resized straight to one crop (no tiling), 3x3 pooling."""
+    """uint8 RGB frames `[T, H, W, 3]` -> each frame resized straight to one crop (no tiling), 3x3 pooling.
+    normalize=False: uint8 pixels (the model normalises them)."""
     if len(frames) != len(times):
         raise ValueError(f"{len(frames)} frames but {len(times)} timestamps")
     pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [T, 3, H, W]
-    crops = resize_normalized(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [T, S, S, 3]
+    resize = resize_normalized if normalize else resize_uint8
+    crops = resize(pixels, crop_size, crop_size).permute(0, 2, 3, 1)  # [T, S, S, 3]
     side = crop_size // patch_size
     windows, rows, cols = pooling_windows(torch.arange(side * side).reshape(side, side), *pooling)
     offsets = (torch.arange(len(frames)) * side * side)[:, None, None]  # frame t's patches start at t*side^2

@@ -2,7 +2,9 @@
 
 Molmo2 trains on groups of datasets with fixed rates (stage 1: 60% captions, 30% pointing/counting,
 10% text-only) and samples a dataset inside its group with probability proportional to the square root of
-its size, so a huge dataset does not drown the small ones.
+its size, so a huge dataset does not drown the small ones (docs/MOLMO2.md, Sampling). A dataset can say
+otherwise (`Weighted`): a size that stands in for its own (Molmo2 caps some, e.g. 100,000 captions), a
+fraction of it, or 0 for "one share", times a sampling rate.
 
 The stream is a pure function of (seed, position): draw k picks a dataset from a seeded RNG, and the
 dataset's n-th draw is row `permutation_epoch[n % size]` (a fresh permutation every epoch, so rows are
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -20,16 +23,41 @@ import numpy as np
 CHUNK = 4096  # dataset choices are drawn in chunks of this many positions
 
 
+@dataclass
+class Weighted:
+    """A dataset with Molmo2's sampling overrides: `size` None = its own length; < 1 = that fraction of it;
+    >= 1 = this many rows (a cap or a stand-in); 0 = one share whatever its size. `rate` multiplies its share."""
+
+    dataset: Sequence
+    size: float | None = None
+    rate: float = 1.0
+
+    def share(self) -> float:
+        """The dataset's weight inside its group, before the group's rate: rate x sqrt(size)."""
+        n = len(self.dataset)
+        if self.size == 0:
+            root = 1.0
+        elif self.size is None:
+            root = math.sqrt(n)
+        elif self.size < 1:
+            root = math.sqrt(n * self.size)
+        else:
+            root = math.sqrt(self.size)
+        return self.rate * root
+
+
 class Mixture:
-    def __init__(self, groups: Sequence[tuple[float, Sequence[Sequence]]], seed: int = 0) -> None:
-        """groups: (rate, datasets) pairs; rates are normalised; a dataset is anything with len()."""
-        self.datasets = [d for _, datasets in groups for d in datasets]
+    def __init__(self, groups: Sequence[tuple[float, Sequence[Sequence | Weighted]]], seed: int = 0) -> None:
+        """groups: (rate, datasets) pairs, rates normalised over all groups; a dataset is anything with len(),
+        or a `Weighted` one."""
+        weighted = [[d if isinstance(d, Weighted) else Weighted(d) for d in datasets] for _, datasets in groups]
+        self.datasets = [w.dataset for group in weighted for w in group]
         if not self.datasets or any(len(d) == 0 for d in self.datasets):
             raise ValueError("a mixture needs datasets, and none of them may be empty")
         probabilities = []
-        for rate, datasets in groups:
-            roots = [math.sqrt(len(d)) for d in datasets]
-            probabilities += [rate * r / sum(roots) for r in roots]
+        for (rate, _), group in zip(groups, weighted, strict=True):
+            shares = [w.share() for w in group]
+            probabilities += [rate * share / sum(shares) for share in shares]
         self.probabilities = np.array(probabilities) / sum(probabilities)
         self.seed = seed
 

@@ -5,6 +5,10 @@ Inside a row, `segment_ids` keep examples apart and `position_ids` restart for e
 every conversation after an example's shared image prefix, see examples.py). The vision inputs of all
 examples are concatenated in token order, with pooling indices shifted past the crops before them, so the
 model's `<im_patch>` slots are filled in order. Packing efficiency = real tokens / all token slots.
+
+The collator also does, on the host, what the device should not have to wait for: it checks the labels (no
+special token can be a target) and lists the loss positions (`loss_positions`, `[N, 2]` row and position of
+every label that carries loss), so the loss selects them without counting on the GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tokens import IGNORE_INDEX, PAD_ID
+from ..tokens import IGNORE_INDEX, PAD_ID, QWEN3_VOCAB_SIZE
 from .examples import TokenizedExample
 from .processor import merge_vision_inputs
 
@@ -54,6 +58,7 @@ def collate(rows: list[list[TokenizedExample]], seq_len: int | None = None, pad_
     """Rows of examples -> a batch of tensors `[len(rows), seq_len]` (default: the longest row).
 
     attention_mask is 1 on real tokens; padding has segment id -1, label IGNORE_INDEX and weight 0.
+    A label outside the base vocabulary (a special or vision token) is a ValueError naming the example.
     """
     width = seq_len or max(sum(len(e) for e in row) for row in rows)
     shape = (len(rows), width)
@@ -72,6 +77,11 @@ def collate(rows: list[list[TokenizedExample]], seq_len: int | None = None, pad_
         start = 0
         for s, example in enumerate(row):
             end = start + len(example)
+            if bool((example.labels >= QWEN3_VOCAB_SIZE).any()):
+                raise ValueError(
+                    f"{example.source or 'an example'}: label {int(example.labels.max())} is a special (vision) "
+                    "token; special tokens cannot be targets (set their labels to IGNORE_INDEX)"
+                )
             for key in ("input_ids", "labels", "loss_weights", "position_ids", "annotation_ids", "mm_token_type_ids"):
                 batch[key][r, start:end] = getattr(example, key)
             batch["segment_ids"][r, start:end] = s
@@ -80,6 +90,7 @@ def collate(rows: list[list[TokenizedExample]], seq_len: int | None = None, pad_
             start = end
     if vision:
         batch["pixel_values"], batch["image_token_pooling"] = merge_vision_inputs(vision)
+    batch["loss_positions"] = (batch["labels"][:, 1:] != IGNORE_INDEX).nonzero()  # [N, 2]
     return batch
 
 
@@ -109,6 +120,7 @@ class Packer:
         self.stats.real_tokens += real
         self.stats.token_slots += self.rows * self.seq_len
         batch["num_examples"] = sum(len(r) for r in rows)
+        batch["origins"] = [e.origin for row in rows for e in row]  # where the examples came from (for resuming)
         batch["packing_efficiency"] = real / (self.rows * self.seq_len)
         return batch
 

@@ -14,7 +14,8 @@ with `mm_token_type_ids` = 1 on every vision structure token, and the pixels / p
 images concatenated (pooling indices shifted past earlier images' crops). The expanded text is tokenised
 as one string, exactly as transformers does, so text next to a marker tokenises the same.
 Crop size, patch size and pooling come from the vision config, so one code path serves the 378-px
-Molmo2 encoder and the tiny CPU models.
+Molmo2 encoder and the tiny CPU models. `uint8_pixels=True` (training) keeps the pixels as uint8, normalised
+by the model on the device to the same floats.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ class Processor:
         overlap_margins: tuple[int, int] = (4, 4),
         image_pooling: tuple[int, int] = (2, 2),
         video_pooling: tuple[int, int] = (3, 3),
+        uint8_pixels: bool = False,
     ) -> None:
         self.tokenizer = tokenizer if tokenizer is not None else Tokenizer()
         self.crop_size, self.patch_size = crop_size, patch_size
         self.max_crops, self.overlap_margins = max_crops, tuple(overlap_margins)
         self.image_pooling, self.video_pooling = tuple(image_pooling), tuple(video_pooling)
+        self.uint8_pixels = uint8_pixels
 
     @classmethod
     def for_model(cls, config: NanoMolmo2Config, tokenizer: Tokenizer | None = None, **overrides) -> Processor:
@@ -74,10 +77,13 @@ class Processor:
             max_crops=self.max_crops if max_crops is None else max_crops,
             overlap_margins=self.overlap_margins,
             pooling=self.image_pooling,
+            normalize=not self.uint8_pixels,
         )
 
     def preprocess_video(self, frames: np.ndarray, times: list[float]) -> VideoInputs:
-        return preprocess_video(frames, times, self.crop_size, self.patch_size, self.video_pooling)
+        return preprocess_video(
+            frames, times, self.crop_size, self.patch_size, self.video_pooling, normalize=not self.uint8_pixels
+        )
 
     @staticmethod
     def image_string(grid: tuple[int, int, int, int]) -> str:

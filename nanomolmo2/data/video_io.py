@@ -8,18 +8,34 @@ is here too, for comparisons with it.
 
 Decoding seeks to far-away frames and steps through near ones, so a long video is never decoded whole.
 A container that reports more frames than it holds is handled by counting the frames it really has.
+
+Memory is bounded: a video whose frames are larger than MAX_FRAME_PIXELS is refused from its header, before any
+frame is decoded (and again if a decoded frame turns out larger than the header said), and `decode_video` can
+resize each frame to the processor's crop as soon as it is decoded, so 128 frames of a 4K video never sit in
+memory at full size (~3 GB as uint8, ~13 GB as float).
+
+OpenCV hands the file to FFmpeg, which would follow what the bytes say: a "video" that is an HLS playlist or a
+concat list makes FFmpeg open URLs or other local files. Unless the environment already sets
+OPENCV_FFMPEG_CAPTURE_OPTIONS, FFmpeg is restricted to local files and to the container formats of real videos
+(FFMPEG_OPTIONS), and OpenCV always gets an absolute path (never something FFmpeg could read as a protocol).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from .image_preprocessing import resize_uint8
+
+FFMPEG_OPTIONS = "protocol_whitelist;file|format_whitelist;mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
+os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_OPTIONS)  # OpenCV reads it at every open
 SEEK_DISTANCE = 48  # frames: closer than this, decoding forward is cheaper than a seek
+MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD: larger frames are refused
 
 
 class VideoError(ValueError):
@@ -49,7 +65,7 @@ def transformers_frame_indices(total_frames: int, fps: float, num_frames: int = 
 def _open(path: Path) -> tuple[cv2.VideoCapture, float, int]:
     if not path.is_file():
         raise VideoError(f"{path}: no such video file")
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(str(path.absolute()))
     if not capture.isOpened():
         raise VideoError(f"{path}: not a readable video")
     fps = capture.get(cv2.CAP_PROP_FPS)
@@ -57,7 +73,18 @@ def _open(path: Path) -> tuple[cv2.VideoCapture, float, int]:
     if not fps or fps <= 0 or count <= 0:
         capture.release()
         raise VideoError(f"{path}: no frames (fps {fps}, frame count {count})")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    try:
+        _check_size(path, width, height)
+    except VideoError:
+        capture.release()
+        raise
     return capture, fps, count
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoError(f"{path}: frames of {width}x{height} pixels, more than the limit of {MAX_FRAME_PIXELS}")
 
 
 def count_frames(path: str | Path) -> int:
@@ -72,8 +99,14 @@ def count_frames(path: str | Path) -> int:
 
 def read_frames(path: str | Path, indices: list[int]) -> np.ndarray:
     """Decode the frames at sorted `indices` -> uint8 RGB `[len(indices), H, W, 3]`; raises VideoError at the end."""
-    capture, _, _ = _open(Path(path))
-    frames, position = [], 0  # position = index of the frame the next grab() returns
+    return _decode(Path(path), indices)[0]
+
+
+def _decode(path: Path, indices: list[int], frame_size: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """read_frames, each frame resized to frame_size x frame_size as it is decoded (if given); and the (width,
+    height) of the decoded frames before any resizing."""
+    capture, _, _ = _open(path)
+    frames, position, size = [], 0, (0, 0)  # position = index of the frame the next grab() returns
     try:
         for index in indices:
             if index < position or index - position > SEEK_DISTANCE:
@@ -86,10 +119,16 @@ def read_frames(path: str | Path, indices: list[int]) -> np.ndarray:
             ok, frame = capture.retrieve()
             if not ok:
                 raise VideoError(f"{path}: frame {index} cannot be decoded")
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            size = (frame.shape[1], frame.shape[0])
+            _check_size(path, *size)  # the header may have said less
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            if frame_size is not None:  # the same resize as preprocessing, done now: one full frame in memory at a time
+                pixels = resize_uint8(torch.from_numpy(frame).permute(2, 0, 1)[None], frame_size, frame_size)
+                frame = pixels[0].permute(1, 2, 0).numpy()
+            frames.append(frame)
     finally:
         capture.release()
-    return np.stack(frames)
+    return np.stack(frames), size
 
 
 def load_video(
@@ -104,6 +143,20 @@ def load_video(
     clip: (start, end) seconds, as Molmo2-VideoPoint gives them; times stay relative to the video start.
     sampling: "molmo2" (the training rule above) or "transformers" (Molmo2VideoProcessor's rule).
     """
+    frames, times, _ = decode_video(path, max_fps, max_frames, clip, sampling)
+    return frames, times
+
+
+def decode_video(
+    path: str | Path,
+    max_fps: float = 2.0,
+    max_frames: int = 128,
+    clip: tuple[float, float] | None = None,
+    sampling: str = "molmo2",
+    frame_size: int | None = None,
+) -> tuple[np.ndarray, list[float], tuple[int, int]]:
+    """`load_video`, each frame resized to `frame_size` x `frame_size` as it is decoded (when given, as
+    preprocessing would resize it), and the (width, height) of the video's own frames (points are in those)."""
     path = Path(path)
     capture, fps, count = _open(path)
     capture.release()
@@ -120,7 +173,8 @@ def load_video(
             times = sample_frame_times((last - first) / fps, max_fps, max_frames)
             indices = sorted({min(first + round(t * fps), last) for t in times})
         try:
-            return read_frames(path, indices), [i / fps for i in indices]
+            frames, size = _decode(path, indices, frame_size)
+            return frames, [i / fps for i in indices], size
         except VideoError:
             real = count_frames(path)  # the container may claim frames it does not have
             if attempt or real == count or real == 0:

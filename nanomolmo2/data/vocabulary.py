@@ -8,10 +8,9 @@ plus everything the answer formats add (digits, point and track tags, counting p
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .jsonl import jsonl_files
+from .jsonl import jsonl_files, parse_line
 from .points import NO_MATCH
 from .tokenizer import Tokenizer
 
@@ -42,8 +41,8 @@ def answer_vocabulary(folder: str | Path, tokenizer: Tokenizer | None = None) ->
     for file in jsonl_files(folder):
         for line in Path(file).read_text(encoding="utf-8").splitlines():
             try:
-                row = json.loads(line)
-            except ValueError:
+                row = parse_line(line)
+            except ValueError:  # malformed (also non-finite numbers, deep nesting): the datasets report it
                 continue
             for annotation in row.get("annotations", []) if isinstance(row, dict) else []:
                 try:
@@ -51,9 +50,10 @@ def answer_vocabulary(folder: str | Path, tokenizer: Tokenizer | None = None) ->
                 except (AttributeError, TypeError):
                     continue  # a malformed annotation: the datasets report and skip it
     ids = {tokenizer.eos_id}
-    for encoded in tokenizer.encode_batch(texts):
+    # Plain text, as chat.py encodes answers: special-token strings in the data are ordinary tokens there too.
+    for encoded in tokenizer.encode_text_batch(texts):
         ids.update(encoded)
     # Each text is tokenised alone; inside answers a word may follow a space or start the text, so add both.
-    for encoded in tokenizer.encode_batch([" " + t for t in texts]):
+    for encoded in tokenizer.encode_text_batch([" " + t for t in texts]):
         ids.update(encoded)
     return sorted(ids)

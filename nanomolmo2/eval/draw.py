@@ -1,10 +1,13 @@
-"""Pictures of points: predicted points drawn over an image (with its true objects outlined), grids, strips."""
+"""Pictures of points: predicted points drawn over an image (with its true objects outlined), grids, strips, and
+the points of an answer on the images or video frames it names."""
 
 from __future__ import annotations
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
+
+from ..data.points import parse_points
 
 OUTLINE = (255, 0, 255)
 
@@ -59,3 +62,38 @@ def grid(tiles: list[PIL.Image.Image], columns: int, gap: int = 6) -> PIL.Image.
             x += tile.width + gap
         y += max(t.height for t in row) + gap
     return canvas
+
+
+def points_picture(answer: str, image: PIL.Image.Image | None = None, video=None) -> PIL.Image.Image:
+    """The answer's points on the image, or on the frames (a strip) at the times they name."""
+    points = parse_points(answer)
+    if image is not None:
+        w, h = image.size
+        return draw_points(image, [(x / 1000 * w, y / 1000 * h) for _, _, x, y in points], scale=max(1, 448 // w))
+    frames, times = video
+    h, w = frames.shape[1:3]
+    tiles = []
+    for frame, t in zip(frames, times, strict=True):
+        here = [(x / 1000 * w, y / 1000 * h) for pt, _, x, y in points if round(pt, 1) == round(t, 1)]
+        tiles.append(caption_under(draw_points(PIL.Image.fromarray(frame), here, scale=max(1, 224 // w)), f"{t:.1f}s"))
+    return grid(tiles, columns=min(8, len(tiles)))
+
+
+def answer_picture(
+    answer: str, images: list[PIL.Image.Image], video: tuple[np.ndarray, list[float]] | None = None
+) -> PIL.Image.Image | None:
+    """The answer's points drawn, or None when it has none. Image points go on the image whose id they carry
+    (1, 2, ...; all on the image when there is one), video points on the frames at their times (a strip)."""
+    points = parse_points(answer)
+    if not points:
+        return None
+    if not images:
+        return points_picture(answer, video=video) if video is not None else None
+    if len(images) == 1:
+        return points_picture(answer, image=images[0])
+    tiles = []
+    for number, image in enumerate(images, start=1):
+        w, h = image.size
+        here = [(x / 1000 * w, y / 1000 * h) for t, _, x, y in points if round(t) == number]
+        tiles.append(caption_under(draw_points(image, here, scale=max(1, 448 // w)), f"Image {number}"))
+    return grid(tiles, columns=min(4, len(tiles)))

@@ -9,12 +9,15 @@ greedily in batches and scored with metrics.py:
     point_f1           Hungarian-matched points inside masks  text_accuracy    exact match
     video_qa_accuracy, video_point_f1 (timestamps must match)
 
-`blank=True` replaces every image by a blank one: the gap to the real score shows the model looks.
+Each metric comes with its standard error over the queries (`<metric>_stderr`). `blank=True` asks everything
+again with every image, and every video frame, blank: the gap to the real score shows the model looks.
+Each row is asked `per_kind` questions of each kind, taken in turn from its annotations (row i starts at its i-th),
+so that every kind of question is asked across the rows.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ import numpy as np
 import PIL.Image
 
 from ..data.datasets import CAPTION_PROMPTS
-from ..data.jsonl import jsonl_files
+from ..data.jsonl import jsonl_files, read_jsonl, resolve_media
 from ..data.points import COUNT_PROMPT, POINT_PROMPT, VIDEO_POINT_PROMPT, parse_count, parse_points
 from ..data.processor import Processor
 from ..data.video_io import load_video
@@ -32,7 +35,12 @@ from ..shapesworld.tasks import parse_caption
 from .generation import Request, generate_answers
 from .metrics import count_match, point_f1, video_point_f1, vqa_match
 
+log = logging.getLogger(__name__)
 BLANK_COLOUR = (235, 235, 235)  # a light grey like ShapesWorld's backgrounds, with nothing on it
+# The longest answer each kind may generate (tokens): a little over the longest ShapesWorld answer of the kind, so
+# that a model that does not stop costs little (video points: 99% of answers fit; the rest are cut, not dropped).
+MAX_NEW_TOKENS = {"caption": 48, "vqa": 8, "count": 72, "point": 72, "text": 16, "video_qa": 10, "video_point": 224}
+IMAGE_KINDS, VIDEO_KINDS = ("caption", "vqa", "count", "point"), ("video_qa", "video_point")
 
 
 @dataclass
@@ -44,59 +52,74 @@ class Query:
     root: Path = Path(".")
 
 
-def _rows(folder: Path, name: str) -> list[tuple[dict, Path]]:
-    return [
-        (json.loads(line), file.parent)
-        for file in jsonl_files(folder)
-        if file.name == name
-        for line in file.read_text().splitlines()
-        if line.strip()
-    ]
+def _rows(folder: Path, name: str, media: str | None = None) -> list[tuple[dict, Path, list[Path]]]:
+    """(row, its folder, the paths of its `media` key) for the rows of the folder's `name` file. Read like training
+    data (data/jsonl.py): a malformed line, or media outside the folder or no regular file, is reported and skipped."""
+    rows = []
+    for file in jsonl_files(folder):
+        for row in read_jsonl(file)[0] if file.name == name else []:
+            try:
+                rows.append((row.data, row.root, row.media(media) if media else []))
+            except (ValueError, OSError) as e:
+                log.warning("skipped %s: %s", row.source, e)
+    return rows
+
+
+def rotate(annotations: list[dict], index: int, n: int) -> list[dict]:
+    """n of a row's annotations of one kind, starting at the row's index: across rows every question is asked,
+    not only each row's first ones."""
+    if not annotations:
+        return []
+    return [annotations[(index + k) % len(annotations)] for k in range(min(n, len(annotations)))]
+
+
+def question_text(annotation: dict) -> str:
+    return annotation["question"] + "".join(f"\n{'AB'[i]}. {o}" for i, o in enumerate(annotation.get("options", [])))
 
 
 def image_queries(folder: Path, limit: int | None = None, per_kind: int = 2) -> list[Query]:
     queries = []
-    for row, root in _rows(folder, "images.jsonl")[:limit]:
-        image = root / row["image"]
+    for index, (row, root, (image, *_)) in enumerate(_rows(folder, "images.jsonl", "image")[:limit]):
         kinds = defaultdict(list)
         for annotation in row["annotations"]:
             kinds[annotation["task"]].append(annotation)
         truth = {(o["colour"], o["shape"]) for o in row["objects"]}
-        queries.append(Query("caption", Request(CAPTION_PROMPTS[0], [image], max_new_tokens=48), truth, row, root))
-        for a in kinds["vqa"][:per_kind]:
-            question = a["question"] + "".join(f"\n{'AB'[i]}. {o}" for i, o in enumerate(a.get("options", [])))
-            queries.append(Query("vqa", Request(question, [image], max_new_tokens=8), a["answer"], row, root))
-        for a in kinds["counting"][:per_kind]:
-            request = Request(COUNT_PROMPT.format(label=a["label"]), [image], max_new_tokens=72)
+        request = Request(CAPTION_PROMPTS[0], [image], max_new_tokens=MAX_NEW_TOKENS["caption"])
+        queries.append(Query("caption", request, truth, row, root))
+        for a in rotate(kinds["vqa"], index, per_kind):
+            request = Request(question_text(a), [image], max_new_tokens=MAX_NEW_TOKENS["vqa"])
+            queries.append(Query("vqa", request, a["answer"], row, root))
+        for a in rotate(kinds["counting"], index, per_kind):
+            request = Request(COUNT_PROMPT.format(label=a["label"]), [image], max_new_tokens=MAX_NEW_TOKENS["count"])
             queries.append(Query("count", request, a["count"], row, root))
-        for a in kinds["pointing"][:per_kind]:
-            request = Request(POINT_PROMPT.format(label=a["label"]), [image], max_new_tokens=72)
+        for a in rotate(kinds["pointing"], index, per_kind):
+            request = Request(POINT_PROMPT.format(label=a["label"]), [image], max_new_tokens=MAX_NEW_TOKENS["point"])
             queries.append(Query("point", request, a["points"], row, root))
     return queries
 
 
 def video_queries(folder: Path, max_frames: int, limit: int | None = None, per_kind: int = 2) -> list[Query]:
     queries = []
-    for row, root in _rows(folder, "videos.jsonl")[:limit]:
-        video = load_video(root / row["video"], max_frames=max_frames)
-        vqa = [a for a in row["annotations"] if a["task"] == "vqa"][:per_kind]
-        pointing = [a for a in row["annotations"] if a["task"] == "pointing"][:per_kind]
+    for index, (row, root, (path, *_)) in enumerate(_rows(folder, "videos.jsonl", "video")[:limit]):
+        video = load_video(path, max_frames=max_frames)
+        vqa = rotate([a for a in row["annotations"] if a["task"] == "vqa"], index, per_kind)
+        pointing = rotate([a for a in row["annotations"] if a["task"] == "pointing"], index, per_kind)
         for a in vqa:
-            question = a["question"] + "".join(f"\n{'AB'[i]}. {o}" for i, o in enumerate(a.get("options", [])))
-            queries.append(Query("video_qa", Request(question, video=video, max_new_tokens=8), a["answer"], row, root))
+            request = Request(question_text(a), video=video, max_new_tokens=MAX_NEW_TOKENS["video_qa"])
+            queries.append(Query("video_qa", request, a["answer"], row, root))
         for a in pointing:
-            request = Request(VIDEO_POINT_PROMPT.format(label=a["label"]), video=video, max_new_tokens=160)
+            prompt = VIDEO_POINT_PROMPT.format(label=a["label"])
+            request = Request(prompt, video=video, max_new_tokens=MAX_NEW_TOKENS["video_point"])
             queries.append(Query("video_point", request, a["points"], row, root))
     return queries
 
 
 def text_queries(folder: Path, limit: int | None = None) -> list[Query]:
     queries = []
-    for row, root in _rows(folder, "text.jsonl")[:limit]:
+    for row, root, _ in _rows(folder, "text.jsonl")[:limit]:
         messages = row["annotations"][0]["messages"]
-        queries.append(
-            Query("text", Request(messages[0]["content"], max_new_tokens=16), messages[1]["content"], row, root)
-        )
+        request = Request(messages[0]["content"], max_new_tokens=MAX_NEW_TOKENS["text"])
+        queries.append(Query("text", request, messages[1]["content"], row, root))
     return queries
 
 
@@ -120,11 +143,11 @@ def score(query: Query, answer: str) -> dict[str, float]:
         }
     width, height = query.row["width"], query.row["height"]
     if query.kind == "point":
-        mask = np.array(PIL.Image.open(query.root / query.row["masks"]))
+        mask = np.array(PIL.Image.open(resolve_media(query.root, query.row["masks"])))
         predicted = [(x / 1000 * width, y / 1000 * height) for _, _, x, y in parse_points(answer)]
         scores = point_f1(predicted, mask, _object_ids(mask, query.truth))
         return {f"point_{k}": v for k, v in scores.items()}
-    stored = np.load(query.root / query.row["masks"])
+    stored = np.load(resolve_media(query.root, query.row["masks"]))
     masks, times = stored["masks"], stored["times"].tolist()
     targets = []
     for t, x, y in query.truth:
@@ -135,9 +158,35 @@ def score(query: Query, answer: str) -> dict[str, float]:
     return {f"video_point_{k}": v for k, v in scores.items()}
 
 
-def _blank(request: Request) -> Request:
+def blank_request(request: Request) -> Request:
+    """The same question with every image, or every video frame, blank (same sizes, same frame times)."""
     images = [PIL.Image.new("RGB", PIL.Image.open(p).size, BLANK_COLOUR) for p in request.images]
-    return Request(request.question, images, request.video, request.max_new_tokens)
+    video = request.video
+    if video is not None:
+        frames, times = video
+        video = (np.broadcast_to(np.array(BLANK_COLOUR, dtype=frames.dtype), frames.shape), times)
+    return Request(request.question, images, video, request.max_new_tokens)
+
+
+def answer_all(model: NanoMolmo2, processor: Processor, queries: list[Query], batch_size: int) -> list[str]:
+    """Answers in query order, generated one kind at a time: a batch's length is its own kind's longest answer."""
+    answers = [""] * len(queries)
+    for kind in dict.fromkeys(q.kind for q in queries):
+        chosen = [i for i, q in enumerate(queries) if q.kind == kind]
+        generated = generate_answers(model, processor, [queries[i].request for i in chosen], batch_size)
+        for i, answer in zip(chosen, generated, strict=True):
+            answers[i] = answer
+    return answers
+
+
+def summarize(values: dict[str, list[float]], prefix: str = "") -> dict[str, float]:
+    """Each metric's mean over its queries and its standard error, std / sqrt(n) (sqrt(p (1 - p) / n) for 0/1
+    accuracies)."""
+    out = {}
+    for name, v in values.items():
+        out[prefix + name] = float(np.mean(v))
+        out[f"{prefix}{name}_stderr"] = float(np.std(v) / np.sqrt(len(v)))
+    return out
 
 
 def evaluate(
@@ -147,30 +196,29 @@ def evaluate(
     limit: int | None = None,
     max_frames: int = 16,
     blank: bool = True,
-    batch_size: int = 16,
+    batch_size: int = 32,
+    per_kind: int = 2,
 ) -> tuple[dict[str, float], list[dict]]:
-    """Metrics (means over queries) and the per-query records, optionally with the blank-image variants."""
+    """Metrics (means over queries, with their standard errors) and the per-query records; with `blank`, the image
+    and video metrics again with blank images and blank frames (`blank_*`): the gap shows the model looks."""
     folder = Path(folder)
-    queries = image_queries(folder, limit) + text_queries(folder, limit)
+    queries = image_queries(folder, limit, per_kind) + text_queries(folder, limit)
     if any(f.name == "videos.jsonl" for f in jsonl_files(folder)):
-        queries += video_queries(folder, max_frames, limit)
+        queries += video_queries(folder, max_frames, limit, per_kind)
     model.eval()
-    answers = generate_answers(model, processor, [q.request for q in queries], batch_size)
-    sums, counts, records = defaultdict(float), defaultdict(int), []
-    for query, answer in zip(queries, answers, strict=True):
-        values = score(query, answer)
-        for k, v in values.items():
-            sums[k] += v
-            counts[k] += 1
-        records.append({"kind": query.kind, "question": query.request.question, "answer": answer, **values})
-    metrics = {k: sums[k] / counts[k] for k in sums}
+    values, records = defaultdict(list), []
+    for query, answer in zip(queries, answer_all(model, processor, queries, batch_size), strict=True):
+        scores = score(query, answer)
+        for k, v in scores.items():
+            values[k].append(v)
+        records.append({"kind": query.kind, "question": query.request.question, "answer": answer, **scores})
+    metrics = summarize(values)
     if blank:
-        image_kinds = [q for q in queries if q.kind in ("caption", "vqa", "count", "point")]
-        blank_answers = generate_answers(model, processor, [_blank(q.request) for q in image_kinds], batch_size)
-        blank_sums, blank_counts = defaultdict(float), defaultdict(int)
-        for query, answer in zip(image_kinds, blank_answers, strict=True):
+        seeing = [q for q in queries if q.kind in IMAGE_KINDS + VIDEO_KINDS]
+        blanked = [Query(q.kind, blank_request(q.request), q.truth, q.row, q.root) for q in seeing]
+        blank_values = defaultdict(list)
+        for query, answer in zip(seeing, answer_all(model, processor, blanked, batch_size), strict=True):
             for k, v in score(query, answer).items():
-                blank_sums[k] += v
-                blank_counts[k] += 1
-        metrics.update({f"blank_{k}": blank_sums[k] / blank_counts[k] for k in blank_sums})
+                blank_values[k].append(v)
+        metrics.update(summarize(blank_values, "blank_"))
     return metrics, records

@@ -17,6 +17,7 @@ from ..data.chat import prompt
 from ..data.processor import Processor, merge_vision_inputs, vision_token_mask
 from ..models.nanomolmo2 import NanoMolmo2
 from ..tokens import PAD_ID
+from .screened_head import greedy_head
 
 
 @dataclass
@@ -30,6 +31,18 @@ class Request:
 def _left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.stack([torch.cat([r.new_full((width - len(r),), value), r]) for r in rows])
+
+
+def model_inputs(rows: list[torch.Tensor], vision: list, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Prompts (token ids, any lengths) and the vision inputs of all of them, in row order -> `generate`'s inputs."""
+    ids = _left_pad(rows, PAD_ID)
+    mask = _left_pad([torch.ones_like(row) for row in rows], 0)
+    inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    inputs["mm_token_type_ids"] = vision_token_mask(ids).to(device)
+    if vision:
+        pixel_values, pooling = merge_vision_inputs(vision)
+        inputs["pixel_values"], inputs["image_token_pooling"] = pixel_values.to(device), pooling.to(device)
+    return inputs
 
 
 @torch.no_grad()
@@ -46,17 +59,12 @@ def generate_answers(
             vision.append(processor.preprocess_video(*request.video))
         encoded.append((torch.tensor(prompt(processor, vision, request.question)), vision))
     order = sorted(range(len(requests)), key=lambda i: len(encoded[i][0]))
+    head = greedy_head(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        ids = _left_pad([encoded[i][0] for i in chunk], PAD_ID)
-        mask = _left_pad([torch.ones_like(encoded[i][0]) for i in chunk], 0)
-        vision = [v for i in chunk for v in encoded[i][1]]
-        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-        inputs["mm_token_type_ids"] = vision_token_mask(ids).to(device)
-        if vision:
-            pixel_values, pooling = merge_vision_inputs(vision)
-            inputs["pixel_values"], inputs["image_token_pooling"] = pixel_values.to(device), pooling.to(device)
-        new_tokens = model.generate(**inputs, max_new_tokens=max(requests[i].max_new_tokens for i in chunk))
+        inputs = model_inputs([encoded[i][0] for i in chunk], [v for i in chunk for v in encoded[i][1]], device)
+        max_new_tokens = max(requests[i].max_new_tokens for i in chunk)
+        new_tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, greedy_head=head)
         for row, i in enumerate(chunk):
             tokens = new_tokens[row].tolist()
             if processor.tokenizer.eos_id in tokens:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data.processor import Processor
+from ..data.tokenizer import checkpoint_tokenizer
 from ..data.video_io import VideoError
 from ..models.config import NanoMolmo2Config
 from ..models.nanomolmo2 import NanoMolmo2
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit(f"{path}: no such file")
     start = time.time()
     model = build_model(args.model, args.checkpoint, args.seed)
-    processor = Processor.for_model(model.config)
+    processor = Processor.for_model(model.config, checkpoint_tokenizer(args.checkpoint))
     what = f"checkpoint {args.checkpoint}" if args.checkpoint else f"{args.model} config, random weights"
     if not args.checkpoint:
         what += f" (seed {args.seed}: real shapes and layout, meaningless guesses)"

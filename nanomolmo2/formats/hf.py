@@ -6,9 +6,12 @@ separately; our modules use one fused matmul each, so they are concatenated (key
 
 from __future__ import annotations
 
+import re
+
 from ..models.config import LanguageModelConfig, VisionConfig
 from .keys import drop_keys, fuse, rename_keys, unused_vision_blocks
-from .weights import CheckpointError
+from .molmo2 import molmo2_keys
+from .weights import CheckpointError, KeyFilter
 
 # ---------------------------------------------------------------- Qwen3
 
@@ -98,6 +101,16 @@ def hf_vision_config(cfg: dict, feature_layers: tuple[int, ...] | None = None) -
         patch_bias=not is_clip,
         feature_layers=tuple(feature_layers or preset.feature_layers),
     )
+
+
+def vision_keys(cfg: dict, feature_layers: tuple[int, ...] | None = None) -> KeyFilter:
+    """Which tensors of a Molmo2, SigLIP or CLIP checkpoint (config.json `cfg`) the vision encoder needs: the ViT's,
+    up to the deepest feature layer (no LLM, no text tower, no head)."""
+    if cfg.get("model_type") == "molmo2":
+        return molmo2_keys(cfg, ("vit",), feature_layers)
+    built = hf_vision_config(cfg, feature_layers).num_built_layers
+    unused = [re.compile(p) for p in HF_VISION_UNUSED + [unused_vision_blocks("encoder.layers.", built)]]
+    return lambda key: not any(p.match(key.removeprefix("vision_model.")) for p in unused)
 
 
 def hf_vision_state_to_ours(state: dict, config: VisionConfig) -> dict:

@@ -9,6 +9,8 @@ layouts our modules use, so only names change; the embedding table is stored as 
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..models.config import ConnectorConfig, LanguageModelConfig, NanoMolmo2Config, VisionConfig
@@ -22,7 +24,7 @@ from ..tokens import (
     MOLMO2_EXTRA_ROWS,
 )
 from .keys import drop_keys, fuse, rename_keys, reverse, split_fused, unused_vision_blocks
-from .weights import CheckpointError, subtree
+from .weights import CheckpointError, KeyFilter, subtree
 
 MOLMO2_TABLE = [
     ("model.transformer.blocks.{i}.attn_norm.", "llm.layers.{i}.attn_norm."),
@@ -59,10 +61,31 @@ MOLMO2_PROJECTOR_TABLE = [
 ]
 PLAIN_PROJECTOR_TABLE = [("model.vision_backbone.image_projector.", "connector.projector.")]
 WTE, WTE_NEW = "model.transformer.wte.embedding", "model.transformer.wte.new_embedding"
+# The parts of a Molmo2 checkpoint, by key prefix: composing with another LLM reads only "vit" and "pooling".
+MOLMO2_PARTS = {
+    "llm": ("model.transformer.", "lm_head."),
+    "vit": ("model.vision_backbone.image_vit.",),
+    "pooling": ("model.vision_backbone.image_pooling_2d.",),
+    "projector": ("model.vision_backbone.image_projector.",),
+}
 
 
 def _projector_table(config: NanoMolmo2Config) -> list[tuple[str, str]]:
     return MOLMO2_PROJECTOR_TABLE if config.connector.kind == "attention" else PLAIN_PROJECTOR_TABLE
+
+
+def molmo2_keys(cfg: dict, parts: tuple[str, ...] = tuple(MOLMO2_PARTS), feature_layers=None) -> KeyFilter:
+    """Which tensors of a Molmo2 checkpoint (config.json `cfg`) to read: those of `parts`, never the ViT blocks past
+    the deepest feature layer. With every part, keys of no known part are read too, so strict loading reports them."""
+    vision = molmo2_config(cfg).vision
+    if feature_layers is not None:
+        vision.feature_layers = tuple(feature_layers)
+    unused = re.compile(
+        unused_vision_blocks("model.vision_backbone.image_vit.transformer.resblocks.", vision.num_built_layers)
+    )
+    prefixes = tuple(prefix for part in parts for prefix in MOLMO2_PARTS[part])
+    everything = set(parts) == set(MOLMO2_PARTS)
+    return lambda key: unused.match(key) is None and (everything or key.startswith(prefixes))
 
 
 def molmo2_config(cfg: dict) -> NanoMolmo2Config:

@@ -6,15 +6,53 @@ The decoder is causal, with three refinements Molmo2 needs:
 - several annotations of one image: `annotation_ids` (0 = the shared prefix holding the image, k = the
   k-th annotation) let each annotation see the prefix and itself, never another annotation;
 - padding: `attention_mask` (1 = real token) hides padded keys.
-The mask is a boolean `[B, 1, q_len, kv_len]` tensor (True = may attend) for `F.scaled_dot_product_attention`,
-or None when plain causal attention is enough (then SDPA's `is_causal` fast path is used).
+`attention_rule` states this once, as a function of (batch, head, query position, key position) index
+tensors: FlexAttention's `mask_mod` (flex.py builds a block mask from it, for training), and evaluated densely
+by `build_attention_mask` as a boolean `[B, 1, q_len, kv_len]` mask for `F.scaled_dot_product_attention`
+(None when plain causal attention is enough: then SDPA's `is_causal` fast path is used).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .config import LanguageModelConfig
+
+Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def attention_rule(
+    attention_mask: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    annotation_ids: torch.Tensor | None = None,
+    vision_mask: torch.Tensor | None = None,
+) -> Rule | None:
+    """`rule(b, h, q, k)` -> may query position q of row b attend to key position k; None for plain causal.
+
+    The id tensors are `[B, kv_len]`, covering every key position (queries index them by absolute position).
+    """
+    if attention_mask is None and segment_ids is None and annotation_ids is None and vision_mask is None:
+        return None
+    vision = None if vision_mask is None else vision_mask.bool()
+    real = None if attention_mask is None else attention_mask.bool()
+
+    def rule(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        allowed = k <= q
+        if vision is not None:
+            allowed = allowed | (vision[b, q] & vision[b, k])
+        if segment_ids is not None:
+            allowed = allowed & (segment_ids[b, q] == segment_ids[b, k])
+        if annotation_ids is not None:
+            allowed = allowed & ((annotation_ids[b, k] == 0) | (annotation_ids[b, q] == annotation_ids[b, k]))
+        if real is not None:
+            allowed = allowed & real[b, k]
+        # A padded query with nothing to attend to would give NaN, which then leaks through 0-weight
+        # products into real tokens; letting every token see itself keeps all rows finite.
+        return allowed | (k == q)
+
+    return rule
 
 
 def build_attention_mask(
@@ -31,26 +69,15 @@ def build_attention_mask(
 
     attention_mask, segment_ids, annotation_ids, vision_mask: `[B, kv_len]`, covering every key position.
     """
-    if attention_mask is None and segment_ids is None and annotation_ids is None and vision_mask is None:
+    ids = [t for t in (attention_mask, segment_ids, annotation_ids, vision_mask) if t is not None]
+    rule = attention_rule(attention_mask, segment_ids, annotation_ids, vision_mask)
+    if rule is None:
         return None  # plain causal (or a single new token that may see everything before it)
-    offset = kv_len - q_len
-    q_pos = torch.arange(offset, kv_len, device=device)[:, None]  # [q, 1]
-    k_pos = torch.arange(kv_len, device=device)[None, :]  # [1, k]
-    allowed = (k_pos <= q_pos)[None]  # [1, q, k]
-    if vision_mask is not None:
-        vision = vision_mask.bool()
-        allowed = allowed | (vision[:, offset:, None] & vision[:, None, :])
-    if segment_ids is not None:
-        allowed = allowed & (segment_ids[:, offset:, None] == segment_ids[:, None, :])
-    if annotation_ids is not None:
-        key_annotation = annotation_ids[:, None, :]
-        allowed = allowed & ((key_annotation == 0) | (annotation_ids[:, offset:, None] == key_annotation))
-    if attention_mask is not None:
-        allowed = allowed & attention_mask.bool()[:, None, :]
-    # A padded query with nothing to attend to would give NaN, which then leaks through 0-weight
-    # products into real tokens; letting every token see itself keeps all rows finite.
-    allowed = allowed | (k_pos == q_pos)[None]
-    return allowed[:, None]  # [B, 1, q, k]
+    device = device or ids[0].device
+    b = torch.arange(ids[0].shape[0], device=device)[:, None, None]  # [B, 1, 1]
+    q = torch.arange(kv_len - q_len, kv_len, device=device)[None, :, None]  # [1, q, 1]
+    k = torch.arange(kv_len, device=device)[None, None, :]  # [1, 1, k]
+    return rule(b, None, q, k)[:, None]  # [B, 1, q, k]
 
 
 class KVCache:

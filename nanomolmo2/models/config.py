@@ -38,16 +38,9 @@ class LanguageModelConfig:
     @classmethod
     def tiny(cls, vocab_size: int = QWEN3_VOCAB_SIZE) -> LanguageModelConfig:
         return cls(
-            vocab_size=vocab_size,
-            hidden_size=64,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            head_dim=16,
-            intermediate_size=128,
-            rope_theta=10_000.0,
-            max_position_embeddings=4096,
-        )
+            vocab_size=vocab_size, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
+            intermediate_size=128, rope_theta=10_000.0, max_position_embeddings=4096,
+        )  # fmt: skip
 
 
 @dataclass
@@ -99,27 +92,15 @@ class VisionConfig:
     def clip_vit_l14_336(cls) -> VisionConfig:
         # Molmo v1 read blocks -2 and -9 of the 24-block CLIP.
         return cls(
-            image_size=336,
-            hidden_size=1024,
-            num_layers=24,
-            num_heads=16,
-            intermediate_size=4096,
-            layer_norm_eps=1e-5,
-            activation="quick_gelu",
-            use_cls_token=True,
-            patch_bias=False,
+            image_size=336, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+            layer_norm_eps=1e-5, activation="quick_gelu", use_cls_token=True, patch_bias=False,
             feature_layers=(-2, -9),
-        )
+        )  # fmt: skip
 
     @classmethod
     def tiny(cls) -> VisionConfig:
         return cls(
-            image_size=56,
-            hidden_size=32,
-            num_layers=4,
-            num_heads=4,
-            intermediate_size=64,
-            feature_layers=(-1, -3),
+            image_size=56, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=64, feature_layers=(-1, -3)
         )
 
 

@@ -1,10 +1,11 @@
 """The language model: a Qwen3 decoder in plain PyTorch.
 
 Per block: RMSNorm -> grouped-query attention (fused q/k/v projection, per-head q/k RMSNorm before RoPE,
-`F.scaled_dot_product_attention`) -> residual -> RMSNorm -> SwiGLU MLP -> residual. The embedding table
-has 128 extra rows for the Molmo2 special tokens; the output head covers only the base vocabulary (or the
-restricted output vocabulary of output_vocabulary.py). `forward` with labels returns the loss (loss.py).
-`LanguageModel.from_pretrained(dir)` reads a Hugging Face Qwen3 folder (e.g. Qwen/Qwen3-0.6B).
+`F.scaled_dot_product_attention`, or FlexAttention in training when `attention = "flex"`, see flex.py) ->
+residual -> RMSNorm -> SwiGLU MLP -> residual; under autocast every activation is in the autocast dtype.
+The embedding table has 128 extra rows for the Molmo2 special tokens; the output head covers only the base
+vocabulary (or the restricted output vocabulary of output_vocabulary.py). `forward` with labels returns the
+loss (loss.py). `LanguageModel.from_pretrained(dir)` reads a Hugging Face Qwen3 folder (e.g. Qwen/Qwen3-0.6B).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..formats.hf import qwen3_config, qwen3_state_to_ours
-from ..formats.weights import load_state_strict, read_config, read_weights
-from .attention import KVCache, build_attention_mask
+from ..formats.hub import read_checkpoint
+from ..formats.weights import load_state_strict
+from .attention import KVCache, attention_rule, build_attention_mask
 from .config import LanguageModelConfig
+from .flex import BlockMask, block_mask, flex
 from .loss import causal_lm_loss
 from .output_vocabulary import OutputVocabulary
 
@@ -36,7 +39,8 @@ class ModelOutput:
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm, computed in fp32 whatever the input dtype (as Qwen3 does)."""
+    """Root-mean-square norm, computed in fp32 whatever the input dtype (as Qwen3 does); returns the input dtype
+    (the weight is cast to it, so bf16 activations stay bf16)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -46,7 +50,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return self.weight.to(x.dtype) * x32.to(x.dtype)
 
 
 def rotary_cos_sin(
@@ -87,26 +91,14 @@ class Attention(nn.Module):
     def __init__(self, config: LanguageModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            config.num_heads,
-            config.num_kv_heads,
-            config.head_dim,
-        )
-        self.qkv_proj = nn.Linear(
-            config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim, bias=False
-        )
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        qkv_size = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, qkv_size, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        cache: KVCache | None,
-    ) -> torch.Tensor:
+    def forward(self, x, cos, sin, mask: torch.Tensor | BlockMask | None, cache: KVCache | None) -> torch.Tensor:
         B, L, _ = x.shape
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -114,6 +106,8 @@ class Attention(nn.Module):
         k = self.k_norm(k.view(B, L, self.num_kv_heads, self.head_dim)).transpose(1, 2)  # [B, KV, L, hd]
         v = v.view(B, L, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if isinstance(mask, BlockMask):
+            return self.o_proj(flex(q, k, v, mask).transpose(1, 2).reshape(B, L, q_size))
         past = 0
         if cache is not None:
             past = cache.length
@@ -171,6 +165,7 @@ class LanguageModel(nn.Module):
             None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         self.gradient_checkpointing = False
+        self.attention = "sdpa"  # or "flex": FlexAttention with a block mask, where there is no KV cache
         self.output_vocabulary = OutputVocabulary(config.output_token_ids, config.vocab_size)
         self.reset_parameters()
 
@@ -220,17 +215,16 @@ class LanguageModel(nn.Module):
             position_ids = torch.arange(past, past + L, device=inputs_embeds.device).expand(B, L)
         if past and (segment_ids is not None or annotation_ids is not None):
             raise ValueError("segment_ids / annotation_ids (packing) cannot be combined with a KV cache")
-        mask = build_attention_mask(
-            L,
-            past + L,
-            attention_mask=attention_mask,
-            segment_ids=segment_ids,
-            annotation_ids=annotation_ids,
-            vision_mask=None if vision_mask is None else _left_pad(vision_mask, past),
-            device=inputs_embeds.device,
-        )
-        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, inputs_embeds.dtype)
+        ids = dict(attention_mask=attention_mask, segment_ids=segment_ids, annotation_ids=annotation_ids,
+                   vision_mask=None if vision_mask is None else _left_pad(vision_mask, past))  # fmt: skip
+        if self.attention == "flex" and cache is None and (rule := attention_rule(**ids)) is not None:
+            mask = block_mask(rule, B, L, inputs_embeds.device)  # built once, used by every layer
+        else:
+            mask = build_attention_mask(L, past + L, **ids, device=inputs_embeds.device)
         x = inputs_embeds
+        if torch.is_autocast_enabled(x.device.type):  # the residual stream in bf16 too, not fp32 around bf16 matmuls
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         for block in self.layers:
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, cache, use_reentrant=False)
@@ -250,6 +244,7 @@ class LanguageModel(nn.Module):
         z_loss_weight: float = 0.0,
         loss_normalizer: float | torch.Tensor | None = None,
         return_logits: bool = True,
+        loss_positions: torch.Tensor | None = None,
         **decoder_kwargs,
     ) -> ModelOutput:
         """Logits `[B, L, vocab]`; with `labels`, the loss and the logits at the loss positions only."""
@@ -266,15 +261,16 @@ class LanguageModel(nn.Module):
             z_loss_weight=z_loss_weight,
             normalizer=loss_normalizer,
             return_logits=return_logits,
+            loss_positions=loss_positions,
         )
         return ModelOutput(logits=logits, loss=loss, hidden_states=hidden)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> LanguageModel:
-        """Load a Hugging Face Qwen3 folder (config.json + safetensors, sharded or not)."""
-        folder = Path(path)
-        model = cls(qwen3_config(read_config(folder)))
-        state = qwen3_state_to_ours(read_weights(folder), model.config)
+        """Load a Hugging Face Qwen3 folder (config.json + safetensors, sharded or not) or Hub id (Qwen/Qwen3-0.6B)."""
+        folder, cfg, weights = read_checkpoint(path)
+        model = cls(qwen3_config(cfg))
+        state = qwen3_state_to_ours(weights, model.config)
         state["embed_tokens.new_weight"] = model.embed_tokens.new_weight.detach().clone()  # Qwen3 has no Molmo2 rows
         load_state_strict(model, state, f"Qwen3 checkpoint {folder}")
         return model.to(dtype)

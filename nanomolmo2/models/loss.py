@@ -5,7 +5,8 @@ Labels follow the Hugging Face convention: same length as `input_ids`, IGNORE_IN
 expensive layer (151,936 columns), so logits are computed only at the positions that carry loss, with
 PyTorch's fused cross-entropy (one softmax pass forward and backward). When those logits would not fit
 in `LOGITS_BUDGET` elements, they are computed in chunks that are recomputed during backward instead of
-stored (the memory of one chunk, for one extra matmul).
+stored (the memory of one chunk, for one extra matmul). The loss positions can come precomputed from the
+host (`loss_positions`, the collator's), so the device never has to count them: no host-device sync.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def causal_lm_loss(
     z_loss_weight: float = 0.0,
     normalizer: float | torch.Tensor | None = None,
     return_logits: bool = True,
+    loss_positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return (loss, logits at the loss positions `[N, vocab]`, or None when `return_logits` is False).
 
@@ -52,16 +54,14 @@ def causal_lm_loss(
     z_loss_weight: adds `z * logsumexp(logits)^2` per token (PaLM's z-loss, keeps logits from drifting).
     normalizer: divide the weighted sum by this (e.g. the token count of the whole global batch, so that
     gradient accumulation and data parallelism give the same loss); default: the number of loss tokens.
+    loss_positions: `[N, 2]` (row, position) where `labels[:, 1:] != IGNORE_INDEX`, if already known.
     """
     targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX  # [B, L-1]
-    selected = hidden[:, :-1][keep]  # [N, D]
-    target_ids = targets[keep]
-    if target_ids.numel() and int(target_ids.max()) >= head_weight.shape[0]:
-        raise ValueError(
-            f"label id {int(target_ids.max())} is outside the {head_weight.shape[0]}-token output vocabulary: "
-            "special (vision) tokens cannot be targets; set their labels to IGNORE_INDEX"
-        )
+    if loss_positions is None:
+        loss_positions = (targets != IGNORE_INDEX).nonzero()  # counting them on a GPU waits for it
+    rows, cols = loss_positions.unbind(-1)
+    selected = hidden[rows, cols]  # [N, D]: the hidden state at position i predicts label i+1
+    target_ids = targets[rows, cols]
     logits = None
     if return_logits or not torch.is_grad_enabled() or selected.shape[0] * head_weight.shape[0] <= LOGITS_BUDGET:
         token_loss, logits = token_losses(selected, head_weight, target_ids, z_loss_weight)
@@ -74,7 +74,7 @@ def causal_lm_loss(
             ]
         )
     if loss_weights is not None:
-        token_loss = token_loss * loss_weights[:, 1:][keep].float()
+        token_loss = token_loss * loss_weights[:, 1:][rows, cols].float()
     if normalizer is None:
-        normalizer = keep.sum().clamp(min=1)
+        normalizer = max(rows.shape[0], 1)
     return token_loss.sum() / normalizer, (logits if return_logits else None)

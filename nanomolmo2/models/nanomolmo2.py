@@ -12,13 +12,16 @@ accepted and not needed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..formats.molmo2 import molmo2_config, molmo2_config_dict, molmo2_state_to_ours, ours_to_molmo2_state
-from ..formats.weights import load_state_strict, read_config, read_weights, subtree, write_folder_atomically
+from ..formats.hub import read_checkpoint
+from ..formats.molmo2 import molmo2_config, molmo2_keys, molmo2_state_to_ours, ours_to_molmo2_state
+from ..formats.molmo2_folder import molmo2_folder_files
+from ..formats.weights import load_state_strict, subtree, write_folder_atomically
 from .attention import KVCache
 from .config import NanoMolmo2Config
 from .connector import Connector
@@ -64,12 +67,12 @@ class NanoMolmo2(nn.Module):
             return embeds
         features = torch.cat(parts).to(embeds.dtype)
         is_patch = input_ids == self.config.image_patch_id
-        num_slots = int(is_patch.sum())
-        if num_slots != features.shape[0]:
+        # Checked where it is free: on a GPU, counting would wait for the device (training data is built consistent).
+        if not is_patch.is_cuda and (num_slots := int(is_patch.sum())) != features.shape[0]:
             raise ValueError(
                 f"{num_slots} <im_patch> tokens in input_ids but {features.shape[0]} vision tokens from the pixels"
             )
-        return embeds.masked_scatter(is_patch[..., None], embeds[is_patch] + features)
+        return embeds + torch.zeros_like(embeds).masked_scatter(is_patch[..., None], features)
 
     # ------------------------------------------------------------ forward / loss
 
@@ -91,6 +94,7 @@ class NanoMolmo2(nn.Module):
         z_loss_weight: float = 0.0,
         loss_normalizer: float | torch.Tensor | None = None,
         return_logits: bool = True,
+        loss_positions: torch.Tensor | None = None,
         cache: KVCache | None = None,
         **processor_extras,  # image_grids, video_grids, image_num_crops, ...: not needed here
     ) -> ModelOutput:
@@ -101,6 +105,7 @@ class NanoMolmo2(nn.Module):
         loss_weights: `[B, L]` per-token weights aligned with labels; z_loss_weight: PaLM's z-loss.
         return_logits=False (training): no logits are returned, and very many loss positions are computed
         in chunks recomputed during backward, so the [N, vocab] logits never all live in memory.
+        loss_positions: `[N, 2]` where the labels carry loss, found on the host by the collator (no device sync).
         """
         embeds = self.embed(input_ids, pixel_values, image_token_pooling, pixel_values_videos, video_token_pooling)
         return self.llm(
@@ -110,6 +115,7 @@ class NanoMolmo2(nn.Module):
             z_loss_weight=z_loss_weight,
             loss_normalizer=loss_normalizer,
             return_logits=return_logits,
+            loss_positions=loss_positions,
             position_ids=position_ids,
             attention_mask=attention_mask,
             segment_ids=segment_ids,
@@ -130,11 +136,16 @@ class NanoMolmo2(nn.Module):
         top_p: float = 1.0,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        on_token: Callable[[torch.Tensor], None] | None = None,
+        greedy_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **vision_inputs,
     ) -> torch.Tensor:
         """Greedy (temperature 0) or temperature/top-p sampling with the KV cache.
 
         input_ids: `[B, L]`, left-padded when prompts differ in length (attention_mask 0 on the padding).
+        on_token: called with each step's tokens `[B]` as soon as they are picked (streaming).
+        greedy_head: hidden states `[B, D]` -> the head's argmax rows `[B]`, computed another way (the exact
+        screened head of eval/screened_head.py); used when greedy. Default: the full head.
         Returns only the new tokens `[B, <= max_new_tokens]`; rows that finished early are filled with EOS.
         """
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
@@ -160,10 +171,15 @@ class NanoMolmo2(nn.Module):
         finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         new_tokens = []
         for step in range(max_new_tokens):
-            scores = hidden[:, -1] @ self.llm.head_weight.t()  # [B, vocab] (or the restricted vocabulary)
-            token = self.llm.output_vocabulary.token_ids(_pick_token(scores.float(), temperature, top_p, generator))
-            token = torch.where(finished, torch.full_like(token, eos), token)
+            if greedy_head is not None and temperature <= 0:
+                rows = greedy_head(hidden[:, -1])
+            else:
+                scores = hidden[:, -1] @ self.llm.head_weight.t()  # [B, vocab] (or the restricted vocabulary)
+                rows = _pick_token(scores.float(), temperature, top_p, generator)
+            token = torch.where(finished, eos, self.llm.output_vocabulary.token_ids(rows))
             new_tokens.append(token)
+            if on_token is not None:
+                on_token(token)
             finished |= token == eos
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
@@ -182,11 +198,11 @@ class NanoMolmo2(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> NanoMolmo2:
-        """Load a Molmo2 checkpoint folder (released allenai/Molmo2-* layout or transformers' save_pretrained)."""
-        folder = Path(path)
-        config = molmo2_config(read_config(folder))
+        """Load a Molmo2 checkpoint: a folder (released allenai/Molmo2-* layout or a save_pretrained) or a Hub id."""
+        folder, cfg, weights = read_checkpoint(path, molmo2_keys)
+        config = molmo2_config(cfg)
         model = cls(config)
-        state = molmo2_state_to_ours(read_weights(folder), config)
+        state = molmo2_state_to_ours(weights, config)
         load_state_strict(model, state, f"Molmo2 checkpoint {folder}")
         return model.to(dtype)
 
@@ -197,10 +213,11 @@ class NanoMolmo2(nn.Module):
         """The nanoMolmo2 default: Molmo2's ViT and pooling attention, a Qwen3 LLM, and a new projector.
 
         The pooling attention does not depend on the LLM, so it is kept; the projector (whose output
-        width is the LLM's) starts fresh, with hidden width = the LLM's FFN width unless given.
-        """
-        molmo2 = molmo2_config(read_config(Path(molmo2_path)))
-        weights = molmo2_state_to_ours(read_weights(Path(molmo2_path)), molmo2)
+        width is the LLM's) starts fresh, with hidden width = the LLM's FFN width unless given. Only the ViT and
+        the pooling of the Molmo2 checkpoint are read (and downloaded), never its LLM."""
+        _, cfg, weights = read_checkpoint(molmo2_path, lambda cfg: molmo2_keys(cfg, ("vit", "pooling")))
+        molmo2 = molmo2_config(cfg)
+        weights = molmo2_state_to_ours(weights, molmo2)
         llm = LanguageModel.from_pretrained(qwen3_path)
         connector = molmo2.connector
         connector.projector_hidden_size = projector_hidden_size or llm.config.intermediate_size
@@ -210,15 +227,12 @@ class NanoMolmo2(nn.Module):
         load_state_strict(model.connector.pool, subtree(weights, "connector.pool."), f"pooling of {molmo2_path}")
         return model
 
-    def save_pretrained(self, path: str | Path, state_dict: dict | None = None) -> None:
-        """Write the Molmo2 format (config.json + model.safetensors), loadable by transformers unchanged.
-
-        state_dict: the weights to write, when they are not this module's own (e.g. gathered from FSDP shards).
-        """
+    def save_pretrained(self, path: str | Path, state_dict: dict | None = None, tokenizer: str | None = None) -> None:
+        """Write a complete Molmo2 folder (weights, config, tokenizer, processor and generation files) that transformers
+        loads and serves unchanged. state_dict: the weights, when not this module's own (e.g. gathered from FSDP
+        shards); tokenizer: the tokenizer.json text to ship (`Tokenizer.to_json()`; default: the bundled Qwen3 one)."""
         state = ours_to_molmo2_state(state_dict if state_dict is not None else self.state_dict(), self.config)
-        write_folder_atomically(
-            Path(path), {"config.json": molmo2_config_dict(self.config), "model.safetensors": state}
-        )
+        write_folder_atomically(Path(path), {**molmo2_folder_files(self.config, tokenizer), "model.safetensors": state})
 
 
 _VISION_INPUT_NAMES = ("pixel_values", "image_token_pooling", "pixel_values_videos", "video_token_pooling")

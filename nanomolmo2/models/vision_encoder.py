@@ -1,8 +1,10 @@
 """The vision encoder: a ViT on patchified crops that returns intermediate-layer features.
 
 Input is already cut into patches, `[crops, patches, patch_size * patch_size * 3]` (pixel order: row,
-column, channel), exactly what Molmo2's processor produces. A Linear patch embedding (a conv kernel in
-SigLIP/CLIP checkpoints, reshaped on load) plus a learned position embedding, then pre-norm blocks.
+column, channel), exactly what Molmo2's processor produces: floats in [-1, 1], or the uint8 pixels before
+that step (training: 4x less to move), normalised here, on the device, to the same floats. A Linear patch
+embedding (a conv kernel in SigLIP/CLIP checkpoints, reshaped on load) plus a learned position embedding,
+then pre-norm blocks.
 
 Two flavours, chosen by the config:
 - Molmo2 / SigLIP (default): no class token, gelu-tanh, LayerNorm eps 1e-6;
@@ -19,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats.hf import hf_vision_config, hf_vision_state_to_ours
+from ..formats.hf import hf_vision_config, hf_vision_state_to_ours, vision_keys
+from ..formats.hub import read_checkpoint
 from ..formats.molmo2 import molmo2_vision
-from ..formats.weights import load_state_strict, read_config, read_weights
+from ..formats.weights import load_state_strict
 from .config import VisionConfig
 
 
@@ -34,6 +37,11 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 ACTIVATIONS = {"gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu}
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixel values -> float32 in [-1, 1]: x/255*2-1, in the order transformers computes it."""
+    return (pixels.float() - 127.5) / 127.5
 
 
 def sincos_2d(side: int, dim: int) -> torch.Tensor:
@@ -129,6 +137,8 @@ class VisionEncoder(nn.Module):
         return self._features(patches)
 
     def _embed(self, patches: torch.Tensor) -> torch.Tensor:
+        if patches.dtype == torch.uint8:
+            patches = normalize_pixels(patches)
         x = self.patch_embed(patches.to(self.patch_embed.weight.dtype))  # [C, N, D]
         if not self.config.use_cls_token:
             return x + self.pos_embed
@@ -159,9 +169,8 @@ class VisionEncoder(nn.Module):
         feature_layers: tuple[int, ...] | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> VisionEncoder:
-        """Load the ViT of a Molmo2 folder, or a Hugging Face SigLIP / CLIP vision folder."""
-        folder = Path(path)
-        cfg, weights = read_config(folder), read_weights(folder)
+        """Load the ViT of a Molmo2 folder, or a Hugging Face SigLIP / CLIP vision folder (or their Hub ids)."""
+        folder, cfg, weights = read_checkpoint(path, lambda cfg: vision_keys(cfg, feature_layers))
         if cfg.get("model_type") == "molmo2":
             config, state = molmo2_vision(cfg, weights, feature_layers)
         else:

@@ -1,15 +1,23 @@
 """`nanomolmo2 prepare`: a Hugging Face dataset table -> the project's JSONL format (docs/DATA_FORMAT.md).
 
-    nanomolmo2 prepare allenai/pixmo-points --from hf/pixmo-points/data --out data/real/pixmo-points \\
-        --media-dir data/real/media
+    nanomolmo2 prepare allenai/pixmo-points --out data/real            # the train tables from the Hub (cached)
+    nanomolmo2 prepare allenai/pixmo-points --from hf/pixmo-points/data --out data/real   # tables on disk
+    nanomolmo2 prepare HuggingFaceM4/ChartQA --out data/real --columns image=image,question=query,answer=label
 
-1. read the table: parquet files or JSONL exported with `datasets` (a folder: every *.parquet / *.jsonl in it);
+Every dataset of a data folder writes OUT/<name>.jsonl; their media are shared in OUT/media.
+
+1. read the table: parquet files or JSONL exported with `datasets` (a folder: every *.parquet / *.jsonl in it),
+   or, without --from, the dataset's train tables fetched from the Hub into huggingface_hub's cache (hub_tables.py);
 2. fetch the media the rows point to (download.py: https only, size limit, sha256 when given, resumable);
 3. convert every row with its dataset's converter below, and group rows per image (or image set, or video
    clip): one JSONL line per image with all of its annotations;
-4. write OUT/<name>.jsonl and OUT/<name>.report.json, both atomically. The report counts the rows read, the
-   malformed rows (file:line and reason; skipped, never fatal), the rows left out because their media failed,
-   and the media fetched / already present / failed, each failure with its reason.
+4. write OUT/<name>.jsonl and OUT/<name>.report.json, both atomically and durably (formats/atomic.py). The
+   report counts the rows read, the malformed rows (file:line and reason; skipped, never fatal: a non-finite
+   number, nesting too deep, a value out of range), the rows left out because their media failed, and the media
+   fetched / already present / failed, each failure with its reason. Only valid JSON is written (no NaN).
+
+The media folder (and any --video-dir) must be inside OUT: a dataset is a self-contained folder, and training
+reads media only from inside it (SECURITY.md). Several datasets can share one OUT and its media folder.
 
 What each dataset becomes (points always end up in pixels of the EXIF-corrected image); the converters are
 in prepare_images.py and prepare_video.py, the chat one here:
@@ -30,14 +38,17 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
+from ..formats.atomic import PART, atomic_file, sweep_stale
 from .download import Downloader, DownloadReport, file_sha256, media_path
+from .generic import Generic, chat_turns, inline_suffix, parse_columns
+from .hub_tables import copy_into, fetch_snapshot, train_tables
 from .images import (
     Size,
     ask_model_anything,
@@ -51,11 +62,14 @@ from .images import (
     point_explanations,
     single_image,
 )
-from .tables import Media, SkipRow, read_rows, table_files, text
+from .tables import Media, SkipRow, read_rows, table_files
 from .videos import VideoSources, video_size, videopoint, videopoint_fields, videopoint_media
 
 log = logging.getLogger(__name__)
 MAX_EXAMPLES = 1000  # malformed rows listed in the report (all are counted)
+# What a malformed row raises in a converter (ArithmeticError: int(inf) and the like from a parquet table;
+# RecursionError: nesting no parser foresaw). Anything else is a bug and stops the run.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError, RecursionError)
 
 
 def no_media(row: dict) -> list[Media]:
@@ -77,18 +91,7 @@ class Converter:
 
 def chat(row: dict, sizes: list[Size]) -> list[dict]:
     """tulu-3 `messages`: system turns go in front of the first user turn; a last unanswered user turn is dropped."""
-    messages = row.get("messages")
-    if not isinstance(messages, list):
-        raise ValueError("field 'messages' must be a list")
-    system = "\n\n".join(text(m, "content") for m in messages if m.get("role") == "system")
-    turns = [{"role": m.get("role"), "content": text(m, "content")} for m in messages if m.get("role") != "system"]
-    if turns and turns[-1]["role"] == "user":
-        turns.pop()
-    if not turns or any(t["role"] != ("user", "assistant")[i % 2] for i, t in enumerate(turns)):
-        raise ValueError("messages must alternate user/assistant, starting with the user")
-    if system:
-        turns[0]["content"] = f"{system}\n\n{turns[0]['content']}"
-    return [{"task": "chat", "messages": turns}]
+    return [{"task": "chat", "messages": chat_turns(row.get("messages"))}]
 
 
 DATASETS = {
@@ -104,13 +107,29 @@ DATASETS = {
 }
 
 
-def dataset_name(dataset: str) -> str:
-    """The table's name from what the user typed: "allenai/pixmo-points", "pixmo-points", "PIXMO-POINTS"."""
+def dataset_name(dataset: str, columns: dict | None = None) -> str:
+    """The table's name from what the user typed: "allenai/pixmo-points", "pixmo-points", "PIXMO-POINTS"; with a
+    column mapping (the generic converter) any name: its last part."""
+    if columns:
+        name = dataset.split("/")[-1]
+        if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+            raise UsageError(f"dataset name {dataset!r}: use letters, digits, '-', '_' and '.'")
+        return name
     names = {name.lower(): name for name in DATASETS}
     name = dataset.split("/")[-1].lower()
     if name not in names:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+        raise UsageError(
+            f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)} (or give --columns for any other table)"
+        )
     return names[name]
+
+
+def converter_for(name: str, columns: dict | None) -> Converter:
+    if not columns:
+        return DATASETS[name]
+    generic = Generic(columns)
+    media = generic.media if generic.kind == "image" else no_media
+    return Converter("images" if "image" in columns else "text", media, generic.annotations)
 
 
 # -----------------------------------------------------------------------------
@@ -122,16 +141,17 @@ class _MediaMissing(Exception):
 
 
 def _write_atomically(path: Path, lines) -> None:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+def _inside(folder: Path, out: Path, flag: str) -> None:
+    if not folder.resolve().is_relative_to(out.resolve()):
+        raise UsageError(
+            f"{flag} {folder} is outside --out {out}: training reads media only from inside a dataset's folder "
+            f"(SECURITY.md); use a {flag} inside {out} (several datasets can share one --out)"
+        )
 
 
 def prepare(
@@ -142,17 +162,31 @@ def prepare(
     downloader: Downloader | None = None,
     videos: VideoSources | None = None,
     limit: int | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Convert the table(s) at `tables`; fetch missing media with `downloader` (None: use what is on disk).
+    columns: the generic converter's column mapping (generic.py) instead of a known dataset's converter.
     Returns the report (also written to OUT/<name>.report.json)."""
-    name = dataset_name(dataset)
-    converter, files = DATASETS[name], table_files(tables)
+    name = dataset_name(dataset, columns)
+    converter, files = converter_for(name, columns), table_files(tables)
     out = Path(out)
     media_dir = Path(media_dir) if media_dir else out / "media"
     videos = videos or VideoSources()
+    _inside(media_dir, out, "--media-dir")
+    for folder in videos.dirs:
+        _inside(folder, out, "--video-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_stale(out, f".*{PART}")  # what a killed run left half written (the media folder: the downloader's)
 
     def locate(media: Media) -> tuple[str | None, Path | None]:
-        """(URL to fetch or None, local path or None)."""
+        """(URL to fetch or None, local path or None). Bytes held by the table are written out here, once."""
+        if media.data is not None:
+            path = media_dir / "inline" / f"{media.sha256}{inline_suffix(media.data)}"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_file(path, "wb") as f:
+                    f.write(media.data)
+            return None, path
         if media.url is not None:
             return media.url, media_path(media_dir, media.url)
         local = videos.find(media.video_id)
@@ -167,7 +201,7 @@ def prepare(
     for _, row in read_rows(files, limit):
         try:
             medias = converter.media(row) if isinstance(row, dict) else []
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except MALFORMED:
             continue  # reported in 3
         for media in medias:
             url, path = locate(media)
@@ -223,13 +257,14 @@ def prepare(
                 paths.append(path)
             media_sizes = [measure(p) for p in paths]
             annotations, fields = converter.annotations(row, media_sizes), converter.fields(row)
+            json.dumps([annotations, fields], allow_nan=False)  # ValueError for NaN / inf: JSON has no such numbers
         except _MediaMissing:
             stats["rows_without_media"] += 1
             continue
         except SkipRow as e:
             skipped[str(e)] += 1
             continue
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except MALFORMED as e:
             stats["malformed_rows"] += 1
             if len(malformed) < MAX_EXAMPLES:
                 malformed.append(f"{source}: {type(e).__name__}: {e}")
@@ -241,10 +276,10 @@ def prepare(
         group["annotations"] += annotations
 
     # 4. write
-    out.mkdir(parents=True, exist_ok=True)
     target = out / f"{name}.jsonl"
     _write_atomically(
-        target, (json.dumps(_line(name, i, converter.kind, g, out)) for i, g in enumerate(groups.values()))
+        target,
+        (json.dumps(_line(name, i, converter.kind, g, out), allow_nan=False) for i, g in enumerate(groups.values())),
     )
     report = {
         "dataset": name,
@@ -265,7 +300,7 @@ def prepare(
             "unreadable": unreadable,
         },
     }
-    _write_atomically(out / f"{name}.report.json", [json.dumps(report, indent=1)])
+    _write_atomically(out / f"{name}.report.json", [json.dumps(report, indent=1, allow_nan=False)])
     return report
 
 
@@ -299,8 +334,18 @@ def summary(report: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help=f"one of: {', '.join(DATASETS)} (an 'allenai/' prefix is fine)")
-    parser.add_argument("--from", dest="tables", required=True, help="a .parquet/.jsonl table, or a folder of them")
+    parser.add_argument(
+        "dataset", help=f"one of: {', '.join(DATASETS)} (an 'allenai/' prefix is fine); any name with --columns"
+    )
+    parser.add_argument(
+        "--columns",
+        help="any other table: KEY=COLUMN pairs, e.g. image=image,question=query,answer=label (prepare/generic.py)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="tables",
+        help="a .parquet/.jsonl table, or a folder of them (default: the dataset's train tables from the Hub)",
+    )
     parser.add_argument("--out", required=True, help="output folder: <name>.jsonl and <name>.report.json")
     parser.add_argument("--media-dir", help="where fetched media go (default OUT/media; datasets can share one)")
     parser.add_argument(
@@ -321,8 +366,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     start = time.time()
+    columns = parse_columns(args.columns) if args.columns else None
     try:
-        converter = DATASETS[dataset_name(args.dataset)]
+        converter = converter_for(dataset_name(args.dataset, columns), columns)
         downloader = None
         if args.download:
             downloader = Downloader(
@@ -332,10 +378,21 @@ def run(args: argparse.Namespace) -> None:
                 retries=args.retries,
                 max_bytes=args.max_bytes or converter.max_bytes,
             )
-        videos = VideoSources.from_args(args.video_dir, args.video_urls)
-        report = prepare(args.dataset, args.tables, args.out, args.media_dir, downloader, videos, args.limit)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        raise SystemExit(f"nanomolmo2 prepare: {e}") from None
+        tables, video_dirs, video_urls = args.tables, list(args.video_dir or []), args.video_urls
+        if tables is None:  # from the Hub (its cache): the train split, and for videos their id table and files
+            name = dataset_name(args.dataset, columns)
+            repo_id = args.dataset if "/" in args.dataset else f"allenai/{name}"
+            snapshot = fetch_snapshot(repo_id, name)
+            tables = train_tables(snapshot, repo_id)
+            if (snapshot / "youtube_id_to_urls_mapping.json").is_file() and video_urls is None:
+                video_urls = str(snapshot / "youtube_id_to_urls_mapping.json")
+            if (snapshot / "generated_videos").is_dir():
+                media = Path(args.media_dir) if args.media_dir else Path(args.out) / "media"
+                video_dirs.append(str(copy_into(snapshot / "generated_videos", media / "generated_videos")))
+        videos = VideoSources.from_args(video_dirs, video_urls)
+        report = prepare(args.dataset, tables, args.out, args.media_dir, downloader, videos, args.limit, columns)
+    except RuntimeError as e:  # e.g. pyarrow missing for a parquet table
+        raise UsageError(str(e)) from None
     print(
         f"{summary(report)}\n  report: {Path(args.out) / (report['dataset'] + '.report.json')} "
         f"({time.time() - start:.1f}s)"

@@ -5,17 +5,21 @@
     print(report.summary())   # fetched / already present / failed, with reasons
 
 - **https only, TLS verified.** Certificates and host names are always checked (`ssl.create_default_context`);
-  there is no switch to turn that off. Redirects are followed only to https URLs. `allow_http` exists for the
-  tests alone, which serve files from a plain-http server on 127.0.0.1: it admits http for loopback hosts only.
+  there is no switch to turn that off. Redirects are followed only to https URLs, and never from https to
+  anything else. `allow_http` exists for the tests alone, which serve files from a plain-http server on
+  127.0.0.1: it admits http for loopback hosts only.
 - **Bounded.** A thread pool of `workers`; a connect timeout (up to the response headers), a read timeout
-  (silence between bytes) and a deadline per attempt; at most `max_bytes` per file, checked against
-  Content-Length and again while reading (a server may send no length, or lie).
+  (silence between bytes) and a deadline per attempt, enforced on every read of the socket, headers included:
+  each read waits at most min(timeout, time left), so a server that drips one byte at a time cannot hold a
+  worker past the deadline. At most `max_bytes` per file, checked against Content-Length and again while
+  reading (a server may send no length, or lie).
 - **Retries** with exponential backoff and jitter on connection errors, timeouts, broken transfers, HTTP 5xx
   and 429 (honouring a short Retry-After). Other 4xx (404, 403, ...), a hash mismatch, a file over the size
   limit and a refused URL are final: asking again would give the same answer.
 - **Resume.** A file is named by the sha256 of its URL (`media_path`), so a second run finds what the first
-  one fetched. Files appear only complete: bytes go to a temp file in the same folder, then `os.replace`.
-  An existing file counts as present (and when the dataset gives a sha256, only if its hash matches).
+  one fetched. Files appear only complete: bytes go to a temp file in the same folder, fsynced, then renamed
+  (formats/atomic.py); the temp files a killed run left are swept by the next one. An existing file counts as
+  present (and when the dataset gives a sha256, only if its hash matches).
 - **Checked.** When a sha256 is given the bytes must hash to it; a mismatch is rejected and not kept.
 
 Only the standard library is used for HTTP (urllib).
@@ -23,14 +27,14 @@ Only the standard library is used for HTTP (urllib).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
-import os
+import io
 import random
 import socket
 import ssl
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -41,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+
+from ..formats.atomic import PART, atomic_file, sweep_stale
 
 USER_AGENT = "nanomolmo2-downloader/0.1 (+https://github.com/allenai/molmo2 datasets)"
 CHUNK = 1 << 16
@@ -92,14 +98,112 @@ class DownloadReport:
         return "\n".join(lines)
 
 
+class DeadlinePassed(TimeoutError):
+    """The attempt's deadline passed while reading (headers or body)."""
+
+
 def _describe(error: object) -> str:
+    if isinstance(error, DeadlinePassed):
+        return f"timeout: {error}"
     if isinstance(error, TimeoutError):
         return "timeout: no answer within the time limit"
     return f"connection error: {type(error).__name__} {error}".rstrip()
 
 
+class _Deadline:
+    """The end of one attempt: `left()` is the time that remains, DeadlinePassed once there is none."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DeadlinePassed(f"not done after {self.seconds:g} s")
+        return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reads as http.client makes them (status line, headers, body), each waiting at most
+    min(timeout, time left before the deadline): the deadline holds on every read, not between chunks."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float) -> None:
+        self._sock, self._raw, self._deadline = sock, sock.makefile("rb", buffering=0), deadline
+        self.timeout = timeout  # the connect timeout for the headers; the downloader sets its read timeout after
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._deadline.left()
+        self._sock.settimeout(min(self.timeout, left))
+        try:
+            return self._raw.readinto(buffer)
+        except TimeoutError:
+            if left < self.timeout:  # the wait was cut short by the deadline, not ended by silence
+                raise DeadlinePassed(f"not done after {self._deadline.seconds:g} s") from None
+            raise
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineSocket:
+    """A connected socket whose files (what http.client reads the response from) are _DeadlineReaders."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline, timeout: float) -> None:
+        self._sock, self._deadline, self._timeout = sock, deadline, timeout
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._timeout))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _DeadlineConnection:
+    """Connecting (and the TLS handshake) waits at most the time left; then every read is a _DeadlineReader's."""
+
+    def __init__(self, *args, deadline: _Deadline, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        self.timeout = min(self.timeout, self._deadline.left())
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self._deadline, self.timeout)
+
+
+class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(functools.partial(_HTTPConnection, deadline=self._deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext, deadline: _Deadline) -> None:
+        super().__init__(context=context)
+        self._deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(functools.partial(_HTTPSConnection, deadline=self._deadline), req, context=self._context)
+
+
 class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to a URL the downloader would fetch itself (no https -> http downgrade)."""
+    """Follow a redirect only to a URL the downloader would fetch itself, and never from https to anything else
+    (not even to the loopback http that `allow_http` admits for the tests)."""
 
     max_redirections = 5
 
@@ -107,6 +211,9 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
         self.check = check
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(newurl).scheme
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and scheme != "https":
+            raise DownloadError(f"refused redirect: https to {scheme or 'a relative URL'} ({newurl[:200]})")
         self.check(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -124,19 +231,24 @@ class Downloader:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        # Only the handlers needed: no file://, ftp:// or data: URLs can ever be opened.
+        self.tls = ssl.create_default_context()  # verifies certificates and host names
+
+    def opener(self, deadline: _Deadline) -> urllib.request.OpenerDirector:
+        """The handlers of one attempt (its connections share its deadline). Only those needed: no file://,
+        ftp:// or data: URLs can ever be opened."""
         handlers = [
             urllib.request.ProxyHandler(),
-            urllib.request.HTTPSHandler(context=ssl.create_default_context()),  # verifies certificates + hosts
+            _HTTPSHandler(self.tls, deadline),
             _HttpsOnlyRedirects(self.check_url),
             urllib.request.HTTPDefaultErrorHandler(),
             urllib.request.HTTPErrorProcessor(),
         ]
         if self.allow_http:
-            handlers.append(urllib.request.HTTPHandler())
-        self.opener = urllib.request.OpenerDirector()
+            handlers.append(_HTTPHandler(deadline))
+        opener = urllib.request.OpenerDirector()
         for handler in handlers:
-            self.opener.add_handler(handler)
+            opener.add_handler(handler)
+        return opener
 
     def check_url(self, url: str) -> None:
         try:
@@ -170,12 +282,12 @@ class Downloader:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _open(self, url: str) -> http.client.HTTPResponse:
+    def _open(self, url: str, deadline: _Deadline) -> http.client.HTTPResponse:
         # Dataset URLs may hold spaces or non-ASCII characters: percent-encode them (existing escapes stay).
         url = urllib.parse.quote(url, safe="%/:=&?~#+!$,;'@()*[]")
         try:
             request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            return self.opener.open(request, timeout=self.timeout)
+            return self.opener(deadline).open(request, timeout=self.timeout)
         except urllib.error.HTTPError as e:
             headers = e.headers or {}
             retry_after, location = headers.get("Retry-After", ""), headers.get("Location", "?")
@@ -199,44 +311,38 @@ class Downloader:
             raise RetryableError(_describe(e)) from None
 
     def _get(self, url: str, path: Path, sha256: str | None) -> None:
-        with self._open(url) as response:
+        deadline = _Deadline(self.deadline)  # the whole attempt: connecting, headers, redirects, body
+        with self._open(url, deadline) as response:
             length = response.headers.get("Content-Length")
             length = int(length) if length and length.isdigit() else None
             if length is not None and length > self.max_bytes:
                 raise DownloadError(f"too large: Content-Length {length} > limit {self.max_bytes} bytes")
-            # urlopen's timeout covers connecting and the headers; the body gets its own read timeout.
-            sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
-            if sock is not None:
-                sock.settimeout(self.read_timeout)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            # The connect timeout covered the headers; the body gets its own read timeout (the deadline stays).
+            reader = getattr(response.fp, "raw", None)
+            if isinstance(reader, _DeadlineReader):
+                reader.timeout = self.read_timeout
             try:
-                with os.fdopen(fd, "wb") as f:
-                    digest, total, end = hashlib.sha256(), 0, time.monotonic() + self.deadline
-                    while chunk := response.read(CHUNK):
+                with atomic_file(path) as f:  # the file appears complete and checked, or not at all
+                    digest, total = hashlib.sha256(), 0
+                    while chunk := response.read1(CHUNK):  # what one read of the socket brought
                         total += len(chunk)
                         if total > self.max_bytes:
                             raise DownloadError(f"too large: more than the limit of {self.max_bytes} bytes")
-                        if time.monotonic() > end:
-                            raise RetryableError(f"timeout: not done after {self.deadline:.0f} s")
                         digest.update(chunk)
                         f.write(chunk)
                     if length is not None and total != length:  # http.client returns b"" when the peer hangs up
                         raise RetryableError(f"broken transfer: {total} of {length} bytes")
                     if sha256 is not None and digest.hexdigest() != sha256:
                         raise DownloadError(f"sha256 mismatch: got {digest.hexdigest()}, expected {sha256}")
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(temp, 0o644)  # mkstemp makes it private; media files are ordinary data
-                os.replace(temp, path)  # atomic: the file appears complete or not at all
             except (TimeoutError, ConnectionError, ssl.SSLError, http.client.HTTPException) as e:
                 raise RetryableError(_describe(e)) from None
-            finally:
-                if os.path.exists(temp):
-                    os.unlink(temp)
 
     def fetch_all(self, jobs: list[tuple[str, Path, str | None]]) -> DownloadReport:
         """Fetch (url, path, sha256 or None) jobs in parallel; one entry per URL in the report."""
         report = DownloadReport()
+        for folder in sorted({Path(path).parent for _, path, _ in jobs}):
+            if folder.is_dir():  # temp files of a killed run (a live one's are locked, and left alone)
+                sweep_stale(folder, f".*{PART}")
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             futures = {pool.submit(self.fetch, url, path, sha): url for url, path, sha in jobs}
             show = self.progress and sys.stderr.isatty()

@@ -14,6 +14,7 @@ from pathlib import Path
 import PIL.Image
 
 from ..data.datasets import MAX_IMAGES
+from ..data.image_preprocessing import IMAGE_FORMATS, check_pixels
 from ..data.points import format_points
 from .tables import Media, SkipRow, percent_to_pixels, text, xy
 
@@ -24,7 +25,8 @@ POINT_PLACEHOLDER = "<|POINT|>"
 
 def image_size(path: Path) -> Size:
     """(width, height) of the upright image (EXIF orientation applied, as the loader does), from the header."""
-    with PIL.Image.open(path) as image:
+    with PIL.Image.open(path, formats=IMAGE_FORMATS) as image:
+        check_pixels(image.size, path)  # the loader would refuse it: so is it here, from the header
         width, height = image.size
         if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # a quarter turn swaps the sides
             width, height = height, width
@@ -59,7 +61,9 @@ def ask_model_anything(row: dict, sizes: list[Size]) -> list[dict]:
     return [{"task": "vqa", "question": text(row, "question").strip(), "answer": text(row, "answer")}]
 
 
-_MARKER = re.compile(r"\s*(\[USER\]|\[ASSISTANT\])\s*")
+# No `\s*` around the markers: at every position of a long run of spaces it would scan the whole run again
+# (quadratic: 800 KB of spaces took 45 minutes); the turns are stripped instead.
+_MARKER = re.compile(r"(\[USER\]|\[ASSISTANT\])")
 
 
 def cap_qa(row: dict, sizes: list[Size]) -> list[dict]:
@@ -67,7 +71,9 @@ def cap_qa(row: dict, sizes: list[Size]) -> list[dict]:
     question, answer = text(row, "question"), text(row, "answer")
     if "[USER]" not in question:
         return [{"task": "vqa", "question": question.strip(), "answer": answer}]
-    parts = _MARKER.split(re.sub(r"\s*\[ASSISTANT\]\s*$", "", question))
+    question = question.rstrip()
+    question = question.removesuffix("[ASSISTANT]")  # the answer's turn: what remains are the earlier turns
+    parts = _MARKER.split(question)
     markers, turns = parts[1::2], [t.strip() for t in parts[2::2]]
     if parts[0].strip() or markers != ["[USER]", "[ASSISTANT]"] * (len(markers) // 2) + ["[USER]"]:
         raise ValueError("question: expected alternating '[USER] ...' / '[ASSISTANT] ...' turns")

@@ -11,21 +11,24 @@ pyarrow is needed only for parquet, and imported only when a parquet file is rea
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..data.jsonl import parse_line
 
 TABLE_SUFFIXES = (".parquet", ".jsonl")
 
 
 @dataclass(frozen=True)
 class Media:
-    """One file a row needs: by URL (fetched into the media folder), or a video known only by its id."""
+    """One file a row needs: by URL (fetched into the media folder), a video known only by its id, or bytes the
+    table holds itself (written into the media folder, named by their sha256)."""
 
     url: str | None = None
     sha256: str | None = None  # of the file's bytes, when the dataset gives it
     video_id: str | None = None  # found in --video-dir, or through the --video-urls table
+    data: bytes | None = None  # an image stored inside the table
 
 
 class SkipRow(Exception):
@@ -54,7 +57,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict | Exception]]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = parse_line(line)  # NaN / Infinity / 1e999 and nesting too deep are errors of this row only
                 if not isinstance(row, dict):
                     raise ValueError(f"expected a JSON object, got {type(row).__name__}")
             except ValueError as e:  # JSONDecodeError is a ValueError

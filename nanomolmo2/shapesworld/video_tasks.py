@@ -1,10 +1,23 @@
-"""ShapesWorld video annotations, all built from a video's objects (videos.py has the motion and the grammar).
+"""ShapesWorld video annotations, all built from a video's objects as the 2-fps frames show them.
+
+Every answer is decided by the frames a 2-fps reader samples (0, 0.5, ..., the last frame; motion.py puts the
+last frame and every event on that grid): what a named frame shows, what changes between frames, and where.
+Times are written as the frames' timestamps are printed before them ("1.5", "2.0").
 
 The caption grammar, read back by `parse_video_caption`:
     sentence  = "A[n] <colour> <shape> " clauses "."      (<colour> = its colour when it appears)
     clauses   = ["appears at <t> seconds"] ("moves from <direction>" | "stays still")
                 ["turns <colour> at <t> seconds"] ["disappears at <t> seconds"], joined by ", " and a final " and "
     direction = "left to right" | "right to left" | "top to bottom" | "bottom to top"
+
+VQA, about objects named by their shape when no other object has it:
+    "What colour is the square at 1.5 seconds?"       -> "Red."
+    "Where is the star at 2.0 seconds?"               -> "Top left."        (3x3 places, centers clear of the lines)
+    "Where is the star at the end?"                   -> "Bottom."          (the last frame)
+    "How many shapes are there at 0.5 seconds?"       -> "2."
+    "Which shape appears last?"                       -> "Circle."          (1 s or more after every other)
+    "When does the circle turn blue?"                 -> "At 2.5 seconds."  (the first frame in the new colour)
+    "Which way does the triangle move?"               -> "Left to right."   (the video's one moving object)
 """
 
 from __future__ import annotations
@@ -17,7 +30,9 @@ import numpy as np
 
 from .motion import MOTIONS, STEP, colour_at, colours_of, track
 from .scene import Level
-from .tasks import COUNT_STYLES, NOT_COLOURS, SINGULAR, article, either_way, pick, plural_label, queries, yes_no
+from .tasks import COUNT_STYLES, NOT_COLOURS, SINGULAR, article, pick, plural_label, position_word, queries
+
+PLACE_MARGIN = 0.04  # of the frame side: a place is asked only when the center is this far from the 3x3 lines
 
 
 def timestamps(duration: float) -> list[float]:
@@ -88,50 +103,68 @@ def named_groups(objects: list[dict]) -> list[list[dict]]:
     return groups
 
 
-def video_vqa(objects: list[dict], lv: Level, last_time: float, rng: np.random.Generator) -> list[dict]:
-    """Short questions whose answers follow from `objects`."""
-    named = [g[0] for g in named_groups(objects) if len(g) == 1]  # "the red circle"
-    qa = [(f"Which way does the {o['label']} move?", f"{o['direction'].capitalize()}.") for o in pick(rng, named, 2)]
-    pairs = [(a, b) for a in named for b in named if a["appear"] + 1 <= b["appear"]]
-    if pairs:  # clearly apart in time, asked either way round
-        first, second = pick(rng, pairs, 1)[0]
-        a, b = either_way(rng, (first, second))
-        qa.append((f"Which appeared first, the {a['label']} or the {b['label']}?", f"The {first['label']}."))
-    at_end = sum(bool(track(o, [last_time])[1][0]) for o in objects)
-    qa.append(("How many shapes are there at the end of the video?", f"{at_end}."))
+def clear_place(x: float, y: float, size: int) -> str | None:
+    """The 3x3 place of a center, or None when it is within PLACE_MARGIN of a line between places."""
+    lines = (size / 3, 2 * size / 3)
+    if min(abs(v - line) for v in (x, y) for line in lines) < PLACE_MARGIN * size:
+        return None
+    return position_word(x, y, size, size)
+
+
+def video_vqa(seen: list[tuple], objects: list[dict], size: int, rng: np.random.Generator) -> list[dict]:
+    """Short questions whose answers the 2-fps frames show (`seen`: sightings), at most one of each kind."""
+    times = sorted({t for t, *_ in seen})
     by_shape = Counter(o["shape"] for o in objects)
-    single = [o for o in objects if by_shape[o["shape"]] == 1]  # "the star"
-    for changes in (True, False):  # one that changes colour and one that does not, when there are
-        for o in pick(rng, [o for o in single if bool(o["colour_change"]) == changes], 1):
-            qa.append((f"Does the {o['shape']} change colour?", yes_no(changes)))
-    rows = [{"task": "vqa", "question": q, "answer": a} for q, a in qa]
-    if named:  # multiple choice: an object's direction and another one
-        o = pick(rng, named, 1)[0]
-        question, answer, wrong = f"Which way does the {o['label']} move?", o["direction"], list(MOTIONS)
-    else:  # no object has a name of its own: a shape that is there and one that is not
-        question, answer, wrong = "Which shape is in the video?", pick(rng, sorted(by_shape), 1)[0], lv.shapes
-    options = list(either_way(rng, (answer, pick(rng, [w for w in wrong if w not in (answer, *by_shape)], 1)[0])))
-    return rows + [{"task": "vqa", "question": question, "options": options, "answer": answer}]
+    single = [o for o in objects if by_shape[o["shape"]] == 1]  # "the circle"
+    sights = {id(o): [(t, colour, xy) for t, o2, colour, xy in seen if o2 is o] for o in objects}
+    qa = []
+    for o in pick(rng, single, 1):  # a colour at a named frame: before or after a change alike
+        phases = [[s for s in sights[id(o)] if s[1] == c] for c in colours_of(o)]
+        t, colour, _ = pick(rng, pick(rng, phases, 1)[0], 1)[0]
+        qa.append((f"What colour is the {o['shape']} at {t:.1f} seconds?", f"{colour.capitalize()}."))
+    placed = [(o, t, where) for o in single for t, _, xy in sights[id(o)] if (where := clear_place(*xy, size))]
+    for o, t, where in pick(rng, placed, 1):
+        when = "the end" if t == times[-1] else f"{t:.1f} seconds"
+        qa.append((f"Where is the {o['shape']} at {when}?", f"{where.capitalize()}."))
+    t = times[int(rng.integers(len(times)))]
+    qa.append((f"How many shapes are there at {t:.1f} seconds?", f"{sum(s[0] == t for s in seen)}."))
+    if len(objects) > 1:
+        last = max(objects, key=lambda o: o["appear"])
+        if all(o is last or o["appear"] + 1 <= last["appear"] for o in objects):
+            qa.append(("Which shape appears last?", f"{last['shape'].capitalize()}."))
+    for o in pick(rng, [o for o in single if o["colour_change"]], 1):
+        change = o["colour_change"]
+        qa.append((f"When does the {o['shape']} turn {change['colour']}?", f"At {change['time']:.1f} seconds."))
+    for o in [o for o in single if o["direction"] != "still"]:
+        qa.append((f"Which way does the {o['shape']} move?", f"{o['direction'].capitalize()}."))
+    return [{"task": "vqa", "question": q, "answer": a} for q, a in qa]
 
 
-def annotate_video(objects: list[dict], lv: Level, fps: float, num_frames: int, rng: np.random.Generator) -> list[dict]:
+def annotate_video(
+    objects: list[dict], lv: Level, fps: float, num_frames: int, size: int, rng: np.random.Generator
+) -> list[dict]:
     """All annotations of one video: caption, pointing, counting, tracking and vqa (DATA_FORMAT.md)."""
     seen = sightings(objects, fps, num_frames)
     phases = [{"colour": c, "shape": o["shape"]} for o in objects for c in colours_of(o)]  # what is ever visible
     labels = queries(phases, lv.colours, lv.shapes, rng)  # present (kind, colour, shape) then 1-2 absent
     present = [(c, s) for c, s in labels if any(c in (None, p["colour"]) and s in (None, p["shape"]) for p in phases)]
     absent = [q for q in labels if q not in present]
-    rows = [{"task": "caption", "caption": video_caption(objects, num_frames / fps)}]
+    kinds = {"caption": [{"task": "caption", "caption": video_caption(objects, num_frames / fps)}]}
+    kinds["pointing"], kinds["counting"], kinds["tracking"] = [], [], []
     first_style = int(rng.integers(2))  # counting styles alternate, starting at random
     for k, (c, s) in enumerate(pick(rng, present, 3) + absent[:1]):
         label = plural_label(c, s)
         points = [[t, *xy] for t, o, colour, xy in seen if c in (None, colour) and s in (None, o["shape"])]
         count = sum(s in (None, o["shape"]) and any(c in (None, x) for x in colours_of(o)) for o in objects)
-        rows.append({"task": "pointing", "label": label, "points": points})
+        kinds["pointing"].append({"task": "pointing", "label": label, "points": points})
         style = COUNT_STYLES[(first_style + k) % 2]
-        rows.append({"task": "counting", "label": label, "points": points, "count": count, "style": style})
+        kinds["counting"].append({"task": "counting", "label": label, "points": points, "count": count, "style": style})
     for group in named_groups(objects):
         label = group[0]["label"] if len(group) == 1 else plural_label(group[0]["colour"], group[0]["shape"])
         tracks = {str(o["id"]): [[t, *xy] for t, o2, _, xy in seen if o2 is o] for o in group}
-        rows.append({"task": "tracking", "label": label, "tracks": tracks})
-    return rows + video_vqa(objects, lv, (num_frames - 1) / fps, rng)
+        kinds["tracking"].append({"task": "tracking", "label": label, "tracks": tracks})
+    kinds["vqa"] = video_vqa(seen, objects, size, rng)
+    # One of each kind in turn: a training example takes a window of consecutive annotations (`max_conversations`),
+    # and every window then mixes the kinds.
+    order = ("vqa", "pointing", "counting", "tracking", "caption")
+    return [kinds[k][i] for i in range(max(map(len, kinds.values()))) for k in order if i < len(kinds[k])]

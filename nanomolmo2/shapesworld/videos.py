@@ -1,10 +1,12 @@
-"""ShapesWorld videos: the shapes of scene.py moving in straight lines, appearing, leaving and changing colour.
+"""ShapesWorld videos: the shapes of scene.py, still or moving in a straight line, appearing, leaving, changing colour.
 
-A video lasts 2-8 s at a real frame rate (default 10 fps; frame k shows time k / fps) and holds 1-3 (easy) or 1-4
-(hard) objects on a still background. An object is visible from `appear` to `disappear` seconds (most for the whole
-video) and meanwhile moves at constant speed from `start` to `end`, mostly left/right or up/down, or stays still; it may
-change colour once. Event times are multiples of 0.5 s and each phase (visible, one colour) lasts at least 1 s, so the
-2-fps points see it. Objects never overlap in any frame; exact per-frame label maps make evaluation exact.
+A video's last frame is at 2-4 s, a multiple of 0.5 s, at a real frame rate (default 10 fps; frame k shows time
+k / fps), and it holds 1-3 (easy) or 1-4 (hard) objects on a still background. At most one object moves, across
+at least 0.4 of the frame, left/right or up/down; the others stay still. An object is visible from `appear` to
+`disappear` seconds (most for the whole video) and may change colour once. Event times are multiples of 0.5 s, so
+a 2-fps reader (Molmo2's sampling: 0, 0.5, ..., the last frame, as long as they fit in its `max_frames`) sees
+exactly the frames the annotations speak of, and each of them shows every event (motion.py). Objects never
+overlap in any frame; exact per-frame label maps make evaluation exact.
 
 The annotations (video_tasks.py):
 - caption: one sentence per object, in order of appearance, in a fixed grammar that `parse_video_caption` reads back:
@@ -13,10 +15,11 @@ The annotations (video_tasks.py):
                   ["turns <colour> at <t> seconds"] ["disappears at <t> seconds"], joined by ", " and a final " and "
       direction = "left to right" | "right to left" | "top to bottom" | "bottom to top"
   e.g. "A red circle moves from left to right. A blue square appears at 2.5 seconds and stays still."
-- pointing / counting: [t, x, y] points at t = 0, 0.5, 1, ... < duration of every object that matches the label in
-  the frame shown at t (with its colour then); count = the distinct objects that ever match.
+- pointing / counting: [t, x, y] points at t = 0, 0.5, 1, ... (every 2-fps frame) of every object that matches the
+  label in that frame (with its colour then); count = the distinct objects that ever match.
 - tracking: the [t, x, y] tracks, at 2 fps while visible, of the objects named by their first colour and shape.
-- vqa: direction, which appeared first, how many at the end, colour change, one multiple-choice question.
+- vqa: a colour, a place or the number of shapes at a named frame, which shape appears last, when an object changes
+  colour, which way the moving object goes.
 
 `nanomolmo2 synth --out DIR --videos N [--video-size 112]` writes, in the format of docs/DATA_FORMAT.md:
 
@@ -43,11 +46,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..data.video_io import count_frames
-from .motion import MAX_OBJECTS, colour_at, place_moving_objects, track
+from .motion import MAX_OBJECTS, colour_at, on_grid, place_moving_objects, track
 from .scene import BACKGROUNDS, COLOURS, LEVELS, draw_distractors, draw_object
 from .video_tasks import annotate_video
 
-VERSION = 1
+VERSION = 2  # 2: at most one moving object, the last frame and every event on the 2-fps grid, frame-level VQA
 
 
 @dataclass
@@ -60,13 +63,16 @@ class Video:
 
 
 def make_video(
-    seed: int, index: int, level: str = "easy", size: int = 112, fps: float = 10, seconds: tuple = (2, 8)
+    seed: int, index: int, level: str = "easy", size: int = 112, fps: float = 10, seconds: tuple = (2, 4)
 ) -> Video:
     """Video `index` of the dataset `seed` (both >= 0): its own random generator, independent of the other videos.
-    `size` is the frame side in pixels, `seconds` the range of durations."""
+    `size` is the frame side in pixels, `seconds` the range of the last frame's time (a multiple of 0.5 s)."""
     rng = np.random.default_rng([seed, index, 3])
     lv = LEVELS[level]
-    num_frames = max(1, round(rng.uniform(*seconds) * fps))
+    end = on_grid(rng, *seconds)
+    if end is None:
+        raise ValueError(f"seconds {seconds} holds no multiple of 0.5 s")
+    num_frames = round(end * fps) + 1
     times = np.arange(num_frames) / fps
     objects = place_moving_objects(rng, lv, MAX_OBJECTS[level], size, num_frames / fps, times)
     # a still background, with the images' clutter, and fresh pixel noise in every frame
@@ -85,7 +91,8 @@ def make_video(
                 where = {"shape": o["shape"], "center": centers[k].tolist(), "size": o["size"]}
                 draw_object(draw, where, COLOURS[colour_at(o, t)])
                 draw_object(mask_draw, where, o["id"])
-        noise = rng.standard_normal((size, size, 3), dtype=np.float32) * sigma
+        # uniform noise of std sigma: five times cheaper to draw than Gaussian, and videos have many frames
+        noise = (rng.random((size, size, 3), dtype=np.float32) - 0.5) * (sigma * 12**0.5)
         frames[k] = np.clip(np.asarray(frame) + noise, 0, 255)
         masks[k] = np.asarray(mask)
     return Video(frames, masks, times, objects, fps)
@@ -107,7 +114,7 @@ def video_row(seed: int, index: int, level: str, video: Video) -> dict:
         "fps": video.fps,
         "num_frames": num_frames,
         "duration": num_frames / video.fps,
-        "annotations": annotate_video(video.objects, LEVELS[level], video.fps, num_frames, rng),
+        "annotations": annotate_video(video.objects, LEVELS[level], video.fps, num_frames, width, rng),
         "objects": video.objects,
         "masks": f"masks/{index:06d}.npz",
     }
@@ -148,7 +155,7 @@ def write_shapesworld_videos(
     image_size: int = 112,
     fps: float = 10,
     min_seconds: float = 2,
-    max_seconds: float = 8,
+    max_seconds: float = 4,
     workers: int = 4,
 ) -> dict:
     """Write the videos (layout in the module docstring) and return the summary that goes into videos_info.json.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -65,18 +66,50 @@ class TrainConfig:
     max_bad_steps: int = 5  # stop after this many non-finite steps in a row
     # ---- systems
     dtype: str = "auto"  # "auto" (bf16 autocast on GPU and on CPUs with native bf16, else fp32), "float32", "bfloat16"
+    # "auto": FlexAttention on CUDA (a block mask built from the segment / annotation / vision ids, compiled),
+    # SDPA with a dense mask elsewhere (PyTorch has no FlexAttention backward on CPU); or "flex" / "sdpa"
+    attention: str = "auto"
     activation_checkpointing: bool = False
     compile: bool = False
     distributed: str = "ddp"  # "ddp" or "fsdp" (FSDP2 fully_shard) under torchrun
     # ---- run
     out_dir: str = "runs/train"
     resume_from: str = ""  # a run folder (its latest complete checkpoint) or a checkpoint folder
+    overwrite: bool = False  # a fresh run may delete an earlier run's checkpoints, metrics and final/ in out_dir
     save_every: int = 500
     keep_last: int = 2
     eval_every: int = 100
     val_batches: int = 4
     log_every: int = 1
+    log: str = "tensorboard"  # where the numbers go besides metrics.jsonl: "tensorboard", "wandb" or both (tracking.py)
+    wandb_project: str = "nanomolmo2"
+    peak_flops: float = 0.0  # FLOP/s of one device, for the MFU (0: the table of known GPUs in flops.py)
     seed: int = 0
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used: an unknown key, a value of the wrong type, settings that do not fit."""
+
+
+# What a resumed run must share with the run it continues: the model, the data and how it is cut into steps.
+# Everything else (max_steps, lrs, logging, workers, ...) may change on resume.
+FIXED_ON_RESUME = (
+    "model",
+    "data",
+    "mixture",
+    "seq_len",
+    "batch_size",
+    "micro_batch_size",
+    "max_conversations",
+    "max_frames",
+    "max_crops",
+    "loss_weighting",
+    "seed",
+    "init_from",
+    "molmo2_path",
+    "qwen3_path",
+    "output_vocabulary",
+)
 
 
 def _convert(value, kind):
@@ -84,11 +117,14 @@ def _convert(value, kind):
     if isinstance(value, str) and kind is not str:
         if kind is bool:
             if value.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"expected true/false, got {value!r}")
+                raise ConfigError(f"expected true/false, got {value!r}")
             return value.lower() in ("true", "1")
-        if kind in (int, float):
-            return kind(value)
-        value = tomllib.loads(f"v = {value}")["v"]  # lists: TOML syntax, e.g. [0.9, 0.95]
+        try:
+            if kind in (int, float):
+                return kind(value)
+            value = tomllib.loads(f"v = {value}")["v"]  # lists: TOML syntax, e.g. [0.9, 0.95]
+        except (ValueError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read {value!r} as {getattr(kind, '__name__', kind)}: {e}") from None
     if kind is float and isinstance(value, int):
         return float(value)
     if kind is tuple or typing.get_origin(kind) is tuple:
@@ -100,10 +136,12 @@ def set_field(obj, dotted: str, value) -> None:
     """Set `a.b.c` on nested dataclasses, converting the value; unknown names are errors."""
     *path, name = dotted.split(".")
     for part in path:
+        if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+            raise ConfigError(f"unknown config key {dotted!r}")
         obj = getattr(obj, part)
     hints = typing.get_type_hints(type(obj))
     if not dataclasses.is_dataclass(obj) or name not in hints:
-        raise KeyError(f"unknown config key {dotted!r}")
+        raise ConfigError(f"unknown config key {dotted!r}")
     current = getattr(obj, name)
     if dataclasses.is_dataclass(current) and isinstance(value, dict):
         for key, sub in value.items():
@@ -131,11 +169,19 @@ def config_file(name_or_path: str | Path):
 
 
 def load_config(name_or_path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """TrainConfig defaults, then the TOML file (a path or a packaged name), then `overrides` (dotted keys)."""
+    """TrainConfig defaults, then the TOML file (a path or a packaged name) or a run folder's config.json, then
+    `overrides` (dotted keys)."""
     config = TrainConfig()
-    if name_or_path:
+    if name_or_path and str(name_or_path).endswith(".json"):
+        for key, value in json.loads(Path(name_or_path).read_text()).items():
+            set_field(config, key, value)
+    elif name_or_path:
         with config_file(name_or_path).open("rb") as f:
-            for key, value in tomllib.load(f).items():
+            try:
+                values = tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError(f"{name_or_path}: not valid TOML ({e})") from None
+            for key, value in values.items():
                 set_field(config, key, value)
     for key, value in (overrides or {}).items():
         set_field(config, key, value)
@@ -145,3 +191,13 @@ def load_config(name_or_path: str | Path | None = None, overrides: dict | None =
 def config_dict(config) -> dict:
     """The config as plain data (for the run folder's config.json)."""
     return dataclasses.asdict(config)
+
+
+def resume_differences(config: TrainConfig, saved: dict) -> list[str]:
+    """The settings FIXED_ON_RESUME in which `config` differs from a run's saved config.json (as plain data)."""
+    now = json.loads(json.dumps(config_dict(config), default=str))
+    saved = json.loads(json.dumps(saved))
+    if config.output_vocabulary == "data":  # the head's tokens are derived from the data, which is compared itself
+        for run in (now, saved):
+            run.get("model", {}).get("llm", {}).pop("output_token_ids", None)
+    return [f"{key}: {saved.get(key)!r} -> {now[key]!r}" for key in FIXED_ON_RESUME if now[key] != saved.get(key)]

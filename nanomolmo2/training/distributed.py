@@ -4,9 +4,12 @@
 
 Without torchrun everything here degrades to a single process (rank 0 of 1). NCCL on GPUs, gloo on CPU.
 - "ddp": every rank holds the whole model; gradients are averaged across ranks after backward.
-- "fsdp": PyTorch's FSDP2 (`fully_shard`): each decoder / ViT block's parameters, gradients and optimizer
-  state are sharded across ranks and gathered just in time; checkpoints go through
-  torch.distributed.checkpoint, which can reload them on a different number of ranks.
+- "fsdp": PyTorch's FSDP2 (`fully_shard`): each decoder block's parameters, gradients and optimizer state
+  are sharded across ranks and gathered just in time, in bf16 when training in bf16 (gradients reduced in
+  fp32); checkpoints go through torch.distributed.checkpoint, which can reload them on a different number
+  of ranks. A frozen ViT is left out of sharding: every rank keeps a whole copy (in bf16, trainer.py), so it
+  is never gathered. A rank whose micro-batch has no pixels gives the connector no gradients: zeros stand in
+  for them in the reduce-scatter, which every rank must join with the same tensors.
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ def init_distributed() -> DistributedEnv:
     return DistributedEnv(rank, world_size, local_rank, device)
 
 
-def wrap_model(model: nn.Module, env: DistributedEnv, mode: str) -> nn.Module:
-    """DDP or FSDP2 around `model` (returned unchanged in a single process)."""
+def wrap_model(model: nn.Module, env: DistributedEnv, mode: str, param_dtype: torch.dtype | None = None) -> nn.Module:
+    """DDP or FSDP2 around `model` (returned unchanged in a single process).
+
+    param_dtype: FSDP2's compute dtype of the gathered parameters (bf16 training: bf16; None: as stored)."""
     if not env.distributed:
         return model
     if mode == "ddp":
@@ -58,11 +63,16 @@ def wrap_model(model: nn.Module, env: DistributedEnv, mode: str) -> nn.Module:
         device_ids = [env.local_rank] if env.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        for block in list(model.llm.layers) + list(model.vision.blocks):
-            fully_shard(block)
-        fully_shard(model)
+        # Inputs keep their dtype: the loss normaliser and loss weights must not be rounded to bf16.
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+        frozen_vision = not any(p.requires_grad for p in model.vision.parameters())
+        blocks = list(model.llm.layers) + ([] if frozen_vision else list(model.vision.blocks))
+        for block in blocks:
+            fully_shard(block, mp_policy=policy)
+        fully_shard(model, mp_policy=policy, ignored_params=set(model.vision.parameters()) if frozen_vision else None)
+        model.set_reduce_scatter_unused_params(True)  # the connector of a rank without pixels: zeros
         return model
     raise ValueError(f"unknown distributed mode {mode!r}: use 'ddp' or 'fsdp'")
 

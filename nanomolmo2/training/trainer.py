@@ -7,12 +7,19 @@ summed loss is divided by the step's global token count (one all-reduce per step
 accumulation and data parallelism give exactly the loss and gradients of one big batch.
 
 A non-finite loss or gradient norm skips the update (and is logged); `max_bad_steps` in a row stop the run.
+Deciding that is the step's one host-device sync, after the whole backward is queued; everything the step
+reports comes back with it. On GPUs: FlexAttention (`attention`), bf16 activations, a frozen ViT held in
+bf16, uint8 pixels normalised on the device, and the model FLOPs of every step counted from its batches
+(flops.py) for the MFU.
+The run holds its folder (run_folder.py: a lock, no fresh run over an earlier one) from before the model is
+built until `close()`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -22,16 +29,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data.datasets import CaptioningDataset, PointingDataset, TextDataset, VideoDataset, VQADataset
+from ..data.data_root import build_mixture
 from ..data.loader import DataStream
 from ..data.mixture import Mixture
 from ..data.processor import Processor
-from ..data.tokenizer import Tokenizer
+from ..data.tokenizer import checkpoint_tokenizer
 from ..data.vocabulary import answer_vocabulary
 from ..models.nanomolmo2 import NanoMolmo2
 from ..tokens import IGNORE_INDEX
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from .config import TrainConfig, config_dict
+from .checkpoint import clear_leftovers, peek_trainer_state, resume_checkpoint, run_folder_of, save_checkpoint
+from .config import ConfigError, TrainConfig, config_dict, resume_differences
 from .distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -41,17 +48,13 @@ from .distributed import (
     unwrap,
     wrap_model,
 )
-from .flops import peak_flops, step_flops
+from .flops import batch_flops, peak_flops
+from .model_card import parameter_counts, write_model_card
 from .optimizer import build_optimizer, freeze_components, set_learning_rates, trainable_groups
+from .run_folder import hold_run_folder, truncate_metrics
+from .tracking import Tracker, data_summary, group_grad_norms
 
 log = logging.getLogger(__name__)
-DATASETS = {
-    "caption": CaptioningDataset,
-    "pointing": PointingDataset,
-    "vqa": VQADataset,
-    "text": TextDataset,
-    "video": VideoDataset,
-}
 
 
 def build_model(config: TrainConfig) -> NanoMolmo2:
@@ -68,22 +71,11 @@ def build_model(config: TrainConfig) -> NanoMolmo2:
     return NanoMolmo2(config.model)
 
 
-def build_mixture(config: TrainConfig, folder: str, seed: int) -> Mixture:
-    groups = []
-    for rate, kinds in config.mixture:
-        datasets = []
-        for kind in kinds:
-            if kind == "video":
-                dataset = VideoDataset(folder, max_conversations=config.max_conversations, max_frames=config.max_frames)
-            else:
-                dataset = DATASETS[kind](folder, max_conversations=config.max_conversations)
-            if len(dataset):
-                datasets.append(dataset)
-            else:
-                log.warning("no %s data in %s: left out of the mixture", kind, folder)
-        if datasets:
-            groups.append((rate, datasets))
-    return Mixture(groups, seed=seed)
+def training_mixture(config: TrainConfig, folder: str, seed: int, frame_size: int | None = None) -> Mixture:
+    """The config's mixture over a data folder. frame_size: video frames are resized to this square as they are
+    decoded (the processor's crop size)."""
+    options = dict(max_conversations=config.max_conversations, max_frames=config.max_frames, frame_size=frame_size)
+    return build_mixture(folder, config.mixture, seed, **options)
 
 
 class Trainer:
@@ -91,60 +83,93 @@ class Trainer:
         self.config = config
         self.env = init_distributed()
         env = self.env
+        if config.batch_size < config.micro_batch_size * env.world_size and config.batch_size % env.world_size == 0:
+            # A global batch smaller than one micro-batch per rank: each rank's micro-batch is its share of it.
+            log.info("batch_size %d < micro_batch_size %d x %d ranks: micro_batch_size set to %d", config.batch_size,
+                     config.micro_batch_size, env.world_size, config.batch_size // env.world_size)  # fmt: skip
+            config.micro_batch_size = config.batch_size // env.world_size
         shards = config.batch_size // config.micro_batch_size
         if config.batch_size % config.micro_batch_size or shards % env.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {config.batch_size} must be micro_batch_size {config.micro_batch_size} x ranks "
                 f"{env.world_size} x accumulation steps"
             )
+        if config.resume_from:  # the run it continues must be the same run: same model, data and steps
+            saved = run_folder_of(config.resume_from) / "config.json"
+            differences = resume_differences(config, json.loads(saved.read_text())) if saved.is_file() else []
+            if differences:
+                raise ConfigError(
+                    f"cannot resume the run in {saved.parent} with other settings: {'; '.join(differences)}"
+                )
         self.accumulation = shards // env.world_size
+        if config.resume_from:  # a look at the checkpoint before anything is built (load_checkpoint checks again)
+            self._check_shards(peek_trainer_state(config.resume_from) or {"shards": shards}, shards)
+        self.out = Path(config.out_dir)
+        self.run_folder = hold_run_folder(self.out, bool(config.resume_from), config.overwrite, env)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
 
         model = build_model(config)
         freeze_components(model, config)
+        self.autocast = self._autocast_dtype()
+        if model.vision.frozen and self.autocast == torch.bfloat16:
+            model.vision.to(torch.bfloat16)  # no fp32 master weights to keep: half the memory, no per-step casts
         model.to(env.device)
+        attention = {"auto": "flex" if env.device.type == "cuda" else "sdpa"}.get(config.attention, config.attention)
+        if attention not in ("flex", "sdpa"):
+            raise ValueError(f"attention {config.attention!r}: use 'auto', 'flex' or 'sdpa'")
+        model.llm.attention = attention
         if config.activation_checkpointing:
             model.llm.gradient_checkpointing = True
         if config.compile:
             for block in model.llm.layers:
                 block.compile()
-        self.model = wrap_model(model, env, config.distributed)
+        self.model = wrap_model(model, env, config.distributed, param_dtype=self.autocast)
         self.trainable = trainable_groups(model)  # after wrapping: FSDP2 replaces the parameters
         self.optimizer = build_optimizer(self.trainable, config)
-        self.autocast = self._autocast_dtype()
 
-        tokenizer = Tokenizer()
+        # The tokenizer of the checkpoint we start from when it ships one (else the bundled Qwen3 one).
+        tokenizer = checkpoint_tokenizer(config.init_from, config.qwen3_path, config.molmo2_path)
         crops = {} if config.max_crops is None else {"max_crops": config.max_crops}
-        self.processor = Processor.for_model(unwrap(self.model).config, tokenizer, **crops)
-        self.mixture = build_mixture(config, config.data, config.seed)
-        # Every dataset reads every JSONL file of the folder: any one of them counts the folder's malformed lines.
-        self.malformed_lines = self.mixture.datasets[0].malformed_lines
+        # uint8 pixels from the workers (4x less through shared memory and to the GPU); the model normalises them
+        self.processor = Processor.for_model(unwrap(self.model).config, tokenizer, uint8_pixels=True, **crops)
+        self.mixture = training_mixture(config, config.data, config.seed, self.processor.crop_size)
+        by_file = {f: n for d in self.mixture.datasets for f, n in getattr(d, "malformed_by_file", {}).items()}
+        self.malformed_lines = sum(by_file.values())  # each file once, however many datasets read it
         # This rank's shards: micro-batch a of rank r comes from shard r * accumulation + a.
         self.shard_ids = [env.rank * self.accumulation + a for a in range(self.accumulation)]
         self.step = 0
         self.bad_steps = 0
+        self.resumed_step = -1  # the step of the checkpoint this run resumed from
+        self.saved_steps: set[int] = set()  # checkpoints this run wrote: the only ones its rotation may delete
         states = {}
         if config.resume_from:
-            trainer_state = load_checkpoint(resolve_checkpoint(config.resume_from), self.model, self.optimizer, env)
+            _, trainer_state = resume_checkpoint(config.resume_from, self.model, self.optimizer, env)
             self.step, self.bad_steps = trainer_state["step"], trainer_state.get("bad_steps", 0)
-            if trainer_state["shards"] != shards:
-                raise ValueError(f"checkpoint has {trainer_state['shards']} data shards, this run {shards}")
+            self.resumed_step = self.step
+            self._check_shards(trainer_state, shards)
             states = {int(k): v for k, v in trainer_state["data"].items()}
-        self.streams = [self._stream(self.mixture, (s, shards), states.get(s)) for s in self.shard_ids]
-        self.iterators = [iter(s) for s in self.streams]
+        self.stream = DataStream(
+            self.mixture, self.processor, rows=config.micro_batch_size, seq_len=config.seq_len,
+            num_workers=config.num_workers, weighting=config.loss_weighting, state=states,
+            pin_memory=env.device.type == "cuda", shards=self.shard_ids, shard_count=shards,
+        )  # fmt: skip
+        self.iterator = iter(self.stream)  # one step = one batch per shard of this rank
         self.val_batches = self._validation_batches()
-        self.out = Path(config.out_dir)
-        self.writer = None
+        self.tracker = None
         if env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if not config.resume_from:  # a fresh run starts a fresh log (a resumed one appends to it)
-                (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            clear_leftovers(self.out)  # of a killed run: this run holds the folder now
+            if config.resume_from:  # the log goes on from the checkpoint: steps after it are done again
+                truncate_metrics(self.out / "metrics.jsonl", self.step)
             (self.out / "config.json").write_text(json.dumps(config_dict(config), indent=2, default=str))
-            from torch.utils.tensorboard import SummaryWriter
+            data = data_summary(config.mixture, self.mixture.datasets, config.data)
+            self.tracker = Tracker(config.log, self.out, config_dict(config), data, config.wandb_project)
 
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+    @staticmethod
+    def _check_shards(trainer_state: dict, shards: int) -> None:
+        if trainer_state["shards"] != shards:
+            raise ConfigError(f"checkpoint has {trainer_state['shards']} data shards, this run {shards}")
 
     def _autocast_dtype(self) -> torch.dtype | None:
         choice = self.config.dtype
@@ -153,29 +178,18 @@ class Trainer:
             return torch.bfloat16 if native else None
         return {"float32": None, "bfloat16": torch.bfloat16}[choice]
 
-    def _stream(self, mixture: Mixture, shard: tuple[int, int], state: dict | None) -> DataStream:
-        return DataStream(
-            mixture,
-            self.processor,
-            rows=self.config.micro_batch_size,
-            seq_len=self.config.seq_len,
-            num_workers=self.config.num_workers,
-            weighting=self.config.loss_weighting,
-            state=state,
-            pin_memory=self.env.device.type == "cuda",
-            shard=shard,
-        )
-
     def _validation_batches(self) -> list[dict]:
         """A fixed set of held-out batches (the same at every evaluation)."""
         if not self.config.val_data or not self.config.val_batches:
             return []
-        mixture = build_mixture(self.config, self.config.val_data, seed=12345)
+        mixture = training_mixture(self.config, self.config.val_data, seed=12345, frame_size=self.processor.crop_size)
         stream = DataStream(
             mixture, self.processor, self.config.micro_batch_size, self.config.seq_len, weighting="none",
-            shard=(self.env.rank, self.env.world_size),
+            shards=[self.env.rank], shard_count=self.env.world_size,
         )  # fmt: skip
-        return [batch for _, batch in zip(range(self.config.val_batches), stream, strict=False)]
+        batches = [step[0] for _, step in zip(range(self.config.val_batches), stream, strict=False)]
+        stream.close()
+        return batches
 
     # ------------------------------------------------------------------ one step
 
@@ -187,14 +201,17 @@ class Trainer:
     def train_step(self) -> dict:
         env, config = self.env, self.config
         wait = time.perf_counter()
-        batches = [next(it) for it in self.iterators]
+        batches = next(self.iterator)
         data_wait = time.perf_counter() - wait
         # Global number of loss tokens of this step: every micro-batch divides its summed loss by it.
         counts = torch.tensor([float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]).sum()
         real_tokens = float(sum(b["attention_mask"].sum() for b in batches))
         crops = float(sum(b["pixel_values"].shape[0] for b in batches if "pixel_values" in b))
-        totals = all_reduce_sum(torch.tensor([counts, real_tokens, crops], device=env.device))
-        loss_tokens = totals[0].clamp(min=1)
+        model = unwrap(self.model)
+        flops = sum(batch_flops(model.config, b, not model.vision.frozen) for b in batches)
+        totals = torch.tensor([counts, real_tokens, crops, flops], dtype=torch.float64, device=env.device)
+        totals = all_reduce_sum(totals)
+        loss_tokens = totals[0].float().clamp(min=1)
         lrs = set_learning_rates(self.optimizer, self.step, config)
         self.model.train()
         loss_sum = torch.zeros((), device=env.device)
@@ -206,15 +223,21 @@ class Trainer:
             loss_sum += loss.detach() / env.world_size
         global_loss = all_reduce_sum(loss_sum)
         params = [p for group in self.trainable.values() for p in group]
+        group_norms = group_grad_norms(self.trainable)  # before the clip below scales the gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        finite = bool(torch.isfinite(global_loss)) and bool(torch.isfinite(grad_norm))
+        # The step's one host-device sync: whether to skip the update, and every number the step reports.
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
+        values = torch.stack([global_loss, grad_norm.to(global_loss.device)]).double()
+        values = torch.cat([values, totals, group_norms.to(totals)]).tolist()
+        loss_value, norm_value, _, tokens, crops, flops, *group_values = values
+        finite = math.isfinite(loss_value) and math.isfinite(norm_value)
         if finite:
             self.optimizer.step()
             self.bad_steps = 0
         else:
             self.bad_steps += 1
             log.warning(
-                "step %d: non-finite loss %s / grad norm %s, update skipped", self.step + 1, global_loss, grad_norm
+                "step %d: non-finite loss %s / grad norm %s, update skipped", self.step + 1, loss_value, norm_value
             )
             if self.bad_steps >= config.max_bad_steps:
                 raise RuntimeError(f"{self.bad_steps} non-finite steps in a row: stopping (lower the lr?)")
@@ -222,15 +245,19 @@ class Trainer:
         self.step += 1
         return {
             "step": self.step,
-            "loss": float(global_loss),
-            "grad_norm": float(grad_norm),
+            "loss": loss_value,
+            "grad_norm": norm_value,
             "skipped_update": not finite,
             "lr": lrs,
-            "tokens": float(totals[1]),
-            "crops": float(totals[2]),
+            "tokens": tokens,
+            "crops": crops,
+            "model_flops": flops,
             "data_wait_s": data_wait,
             "packing_efficiency": float(np.mean([b["packing_efficiency"] for b in batches])),
-            "skipped_items": sum(sum(s.skipped.values()) for s in self.streams),
+            "skipped_items": sum(self.stream.skipped.values()),
+            "padding_fraction": 1.0 - float(np.mean([b["packing_efficiency"] for b in batches])),
+            "grad_norms": dict(zip(self.trainable, group_values, strict=True)),  # per group, before clipping
+            "skipped": dict(self.stream.skipped),  # this rank's, per reason
         }
 
     @torch.no_grad()
@@ -249,30 +276,27 @@ class Trainer:
 
     def save(self) -> None:
         data = {}
-        for part in all_gather_objects(
-            {s: stream.state() for s, stream in zip(self.shard_ids, self.streams, strict=True)}
-        ):
+        for part in all_gather_objects(self.stream.state()):
             data.update(part)
         shards = self.config.batch_size // self.config.micro_batch_size
         state = {"bad_steps": self.bad_steps, "shards": shards, "data": data}
-        save_checkpoint(self.out, self.step, self.model, self.optimizer, state, self.env, self.config.keep_last)
+        self.saved_steps.add(self.step)
+        # Rotation: this run's checkpoints, and those up to where it resumed; never a newer one it did not write.
+        save_checkpoint(
+            self.out, self.step, self.model, self.optimizer, state, self.env, self.config.keep_last,
+            rotate=lambda step: step in self.saved_steps or step <= self.resumed_step,
+        )  # fmt: skip
 
     def log(self, metrics: dict) -> None:
         if not self.env.is_main:
             return
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
-        for key, value in metrics.items():
-            if isinstance(value, dict):
-                for name, v in value.items():
-                    self.writer.add_scalar(f"{key}/{name}", v, metrics["step"])
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                self.writer.add_scalar(key, value, metrics["step"])
+        self.tracker.log(metrics)
 
     def train(self) -> dict:
         config, env = self.config, self.env
-        model_config = unwrap(self.model).config
-        peak = peak_flops(env.device)
+        peak = config.peak_flops or peak_flops(env.device)
         bar = tqdm(total=config.max_steps, initial=self.step, disable=not env.is_main, desc=f"stage {config.stage}")
         last = {}
         while self.step < config.max_steps:
@@ -282,10 +306,7 @@ class Trainer:
             metrics["seconds"] = seconds
             metrics["tokens_per_s"] = metrics["tokens"] / seconds
             if peak:
-                flops = step_flops(
-                    model_config, metrics["tokens"], metrics["crops"], config.seq_len / 2, not config.freeze_vision
-                )
-                metrics["mfu"] = flops / seconds / (peak * env.world_size)
+                metrics["mfu"] = metrics["model_flops"] / seconds / (peak * env.world_size)
             if config.eval_every and (self.step % config.eval_every == 0 or self.step == config.max_steps):
                 metrics["val_loss"] = self.validation_loss()
             if self.step % config.log_every == 0 or "val_loss" in metrics:
@@ -301,7 +322,8 @@ class Trainer:
 
     def finish(self) -> None:
         """The last checkpoint, and the final model in the Molmo2 format (`final/`)."""
-        if not any(p.name == f"step_{self.step}" for p in (self.out / "checkpoints").glob("step_*")):
+        resumed_here = (self.out / "checkpoints" / f"step_{self.step}" / "trainer.json").is_file()
+        if self.step not in self.saved_steps and not (self.step == self.resumed_step and resumed_here):
             self.save()
         model = unwrap(self.model)
         if any(type(m).__name__.startswith("FSDP") for m in model.modules()):
@@ -311,11 +333,13 @@ class Trainer:
         else:
             state = model.state_dict()
         skipped = Counter()
-        for part in all_gather_objects(sum((s.skipped for s in self.streams), Counter())):
+        for part in all_gather_objects(self.stream.skipped):
             skipped.update(part)
         if self.env.is_main:
-            model.save_pretrained(self.out / "final", state_dict=state)
-            self.writer.close()
+            model.save_pretrained(self.out / "final", state_dict=state, tokenizer=self.processor.tokenizer.to_json())
+            data = data_summary(self.config.mixture, self.mixture.datasets, self.config.data)
+            write_model_card(self.out / "final", self.config, parameter_counts(state), self.step, data)
+            self.tracker.close()
             reasons = ", ".join(f"{reason} {n}" for reason, n in skipped.most_common())
             log.info(
                 "final model in %s; skipped %d unusable data items (%s) and %d malformed JSONL lines",
@@ -323,6 +347,10 @@ class Trainer:
             )  # fmt: skip
 
     def close(self) -> None:
+        """Let go of the data streams' threads, the run folder and the process group."""
+        self.stream.close()
+        if self.run_folder is not None:
+            self.run_folder.close()
         cleanup()
 
 

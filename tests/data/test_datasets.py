@@ -87,7 +87,7 @@ def test_stream_skips_corrupt_images_and_reports_them(tmp_path, caplog):
     processor = Processor(crop_size=56, max_crops=0)
     stream = DataStream(mixture, processor, rows=2, seq_len=256)
     with caplog.at_level(logging.WARNING):
-        batches = [b for _, b in zip(range(6), stream, strict=False)]
+        batches = [b for _, (b,) in zip(range(6), stream, strict=False)]
     assert len(batches) == 6
     assert sum(stream.skipped.values()) >= 3 and "2.png" in caplog.text and "7.png" in caplog.text
     assert all(b["input_ids"].shape == (2, 256) for b in batches)
@@ -99,10 +99,34 @@ def test_stream_resumes_exactly(tmp_path, workers):
     mixture = Mixture([(0.7, [PointingDataset(folder)]), (0.3, [TextDataset(folder)])], seed=5)
     processor = Processor(crop_size=56, max_crops=0)
     straight = DataStream(mixture, processor, rows=2, seq_len=300, num_workers=workers)
-    reference = [b["input_ids"] for _, b in zip(range(8), straight, strict=False)]
+    reference = [b["input_ids"] for _, (b,) in zip(range(8), straight, strict=False)]
     first = DataStream(mixture, processor, rows=2, seq_len=300, num_workers=workers)
-    part = [b["input_ids"] for _, b in zip(range(3), first, strict=False)]
+    part = [b["input_ids"] for _, (b,) in zip(range(3), first, strict=False)]
     state = json.loads(json.dumps(first.state()))  # survives a JSON round trip (checkpoints)
     second = DataStream(mixture, processor, rows=2, seq_len=300, num_workers=workers, state=state)
-    part += [b["input_ids"] for _, b in zip(range(5), second, strict=False)]
+    part += [b["input_ids"] for _, (b,) in zip(range(5), second, strict=False)]
     assert all(a.equal(b) for a, b in zip(part, reference, strict=True))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_stream_serves_a_ranks_shards_with_one_worker_pool(tmp_path, workers):
+    """Two shards in one stream (one pool of workers) give each shard exactly the batches a stream of its own
+    would, and the pair resumes exactly from its saved state."""
+    folder = write_dataset(tmp_path / "d")
+    mixture = Mixture([(0.7, [PointingDataset(folder)]), (0.3, [TextDataset(folder)])], seed=5)
+    processor = Processor(crop_size=56, max_crops=0)
+    options = dict(rows=2, seq_len=300, num_workers=workers, shard_count=2)
+    together = DataStream(mixture, processor, shards=[0, 1], **options)
+    assert together._loader.num_workers == workers  # one pool for both shards, not one per shard
+    steps = [step for _, step in zip(range(6), together, strict=False)]
+    for shard in (0, 1):
+        alone = DataStream(mixture, processor, shards=[shard], **options)
+        own = [b for _, (b,) in zip(range(6), alone, strict=False)]
+        assert all(step[shard]["input_ids"].equal(b["input_ids"]) for step, b in zip(steps, own, strict=True))
+    first = DataStream(mixture, processor, shards=[0, 1], **options)
+    _ = [step for _, step in zip(range(2), first, strict=False)]
+    state = json.loads(json.dumps(first.state()))  # as a checkpoint keeps it: shard keys become strings
+    second = DataStream(mixture, processor, shards=[0, 1], state=state, **options)
+    resumed = [step for _, step in zip(range(4), second, strict=False)]
+    for want, got in zip(steps[2:], resumed, strict=True):
+        assert all(w["input_ids"].equal(g["input_ids"]) for w, g in zip(want, got, strict=True))

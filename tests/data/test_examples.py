@@ -78,3 +78,31 @@ def test_molmo2_loss_weights(processor):
     n2 = int((w2 > 0).sum())
     assert torch.allclose(w1[w1 > 0], torch.tensor(0.2 / 2**0.5))  # points: flat 0.2, / sqrt(2 conversations)
     assert torch.allclose(w2[w2 > 0], torch.tensor(2 / n2**0.5 / 2**0.5))  # 2/sqrt(answer tokens) / sqrt(2)
+
+
+@pytest.mark.parametrize(
+    "style, base",
+    [("video_caption", 0.1), ("tracking", 0.2), ("video_pointing", 0.2), ("pointing", 0.2), ("vqa", None)],
+)
+def test_molmo2_weight_of_each_answer_style(processor, style, base):
+    """Video captions weigh a flat 0.1, points and tracks a flat 0.2, other answers 2/sqrt(answer tokens); all
+    divided by sqrt(conversations on the example) — worked out by hand for three conversations."""
+    answer = "A red circle moves from left to right. A blue square stays still."
+    conversations = [Conversation([("Q?", answer)], style)] + [Conversation([("Other?", "Yes.")], "vqa")] * 2
+    example = tokenize_example(Example(conversations), processor, weighting="molmo2")
+    weights = example.loss_weights[(example.annotation_ids == 1) & (example.labels != -100)]
+    n = len(processor.tokenizer.encode(answer)) + 1  # the answer and its <|im_end|>
+    want = (2 / n**0.5 if base is None else base) / 3**0.5
+    assert len(weights) == n and torch.allclose(weights, torch.full_like(weights, want))
+
+
+def test_video_datasets_give_tracks_and_video_points_their_styles():
+    """The styles the weighting relies on come from the datasets: tracks, video points and video captions."""
+    from nanomolmo2.data.datasets import timed_conversations
+
+    annotations = [
+        {"task": "tracking", "label": "car", "tracks": {"1": [[0.0, 10, 20], [0.5, 12, 22]]}},
+        {"task": "pointing", "label": "dog", "points": [[0.5, 30, 40]]},
+    ]
+    styles = [c.style for c in timed_conversations(annotations, "x.jsonl:1", [0.0, 0.5, 1.0], 100, 100)]
+    assert styles == ["tracking", "video_pointing"]

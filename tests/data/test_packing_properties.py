@@ -137,3 +137,19 @@ def test_collate_keeps_rows_as_given(examples, data):
     contents = row_contents(batch, examples)
     assert contents == [[int(e.source.split()[-1]) for e in g] for g in groups]
     check_vision(batch, contents, examples)
+
+
+def test_packer_waits_for_its_look_ahead_then_takes_the_fullest_rows():
+    """rows 2 x 100 tokens, look-ahead 3 batches: nothing comes out before 600 tokens are buffered; then the two
+    fullest first-fit-decreasing bins (worked out by hand) form the batch and the rest stay buffered."""
+    packer = Packer(rows=2, seq_len=100, lookahead=3)
+    lengths = [70, 70, 60, 50, 40, 40, 30, 30, 30] + [20] * 6 + [10] * 6  # 600 tokens
+    examples = [make_example(i, 0, n - 1, [True]) for i, n in enumerate(lengths)]
+    for example in examples[:-1]:
+        assert packer.add(example) is None  # 590 tokens: still waiting
+    batch = packer.add(examples[-1])
+    assert batch is not None and batch["input_ids"].shape == (2, 100)
+    # First-fit decreasing: [70, 30] [70, 30] [60, 40] [50, 40, 10] [30, 20, 20, 20, 10] [20, 20, 20, 10 x 4]:
+    # six full bins; two form the batch, four (400 tokens) stay buffered.
+    assert batch["attention_mask"].sum(1).tolist() == [100, 100]
+    assert sum(len(e) for e in packer.pending) == 400

@@ -1,14 +1,14 @@
-"""The media downloader against a local server on 127.0.0.1: good files, slow, 404, wrong hash, broken off,
-huge, 503/429 then OK, redirects; resume, atomic files, https-only and TLS verification."""
+"""The media downloader against a local server on 127.0.0.1: good files, never answering, 404, wrong hash, broken
+off, huge, 503/429 then OK, redirects; a server that drips bytes slower than the deadline allows (body and
+headers); resume, atomic files, stale temp files, https-only, TLS verification and no https -> http downgrade.
+
+A server that "never answers" waits on an event that the fixture sets at teardown: no test waits on a clock."""
 
 import hashlib
 import http.server
 import io
-import shutil
 import ssl
-import subprocess
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +17,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from nanomolmo2.prepare.download import Downloader, DownloadError, media_path
+from nanomolmo2.formats.atomic import atomic_file
+from nanomolmo2.prepare.download import CHUNK, Downloader, DownloadError, media_path
+
+from .tls import make_certificates, server_context
 
 
 def png_bytes(width: int, height: int, seed: int = 0) -> bytes:
@@ -55,9 +58,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+DRIP = 0.001  # seconds between two bytes of a dripping server: 64 KiB take over a minute, the deadline is 0.5 s
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves `server.routes[path]`: ("ok", body) | ("slow", body, s) | ("stall", body, s) | ("status", code) |
-    ("broken", body) | ("huge", n, send_length) | ("flaky", code, failures, body) | ("redirect", url)."""
+    """Serves `server.routes[path]`: ("ok", body) | ("silent",) never answers | ("stall", body) half the body,
+    then silence | ("drip",) an endless body, one byte at a time | ("drip-headers",) an endless header line |
+    ("status", code) | ("broken", body) | ("huge", n, send_length) | ("flaky", code, failures, body) |
+    ("redirect", url) | ("slow", body, pause) the whole body in four parts, `pause` seconds apart (a slow host
+    that does answer). `server.sent[path]` counts the bytes of the drips that went out."""
 
     def log_message(self, *args):
         pass
@@ -76,18 +85,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         kind = route[0]
         if kind == "ok":
             self._send(route[1])
-        elif kind == "slow":  # nothing at all until after the client's timeout
-            time.sleep(route[2])
-            self._send(route[1])
-        elif kind == "stall":  # the headers and half the body, then silence
+        elif kind == "silent":  # nothing at all, until the test is over
+            self.server.release.wait()
+        elif kind == "stall":  # the headers and half the body, then silence until the test is over
             body = route[1]
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
-            time.sleep(route[2])
-            self.wfile.write(body[len(body) // 2 :])
+            self.server.release.wait()
+        elif kind in ("drip", "drip-headers"):  # never silent for long, never done
+            if kind == "drip":
+                self.send_response(200)  # no Content-Length: the body runs until the connection closes
+                self.end_headers()
+            else:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+            self.wfile.flush()
+            while not self.server.release.wait(DRIP):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                self.server.sent[path] += 1
+        elif kind == "slow":
+            body, pause = route[1], route[2]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            quarter = -(-len(body) // 4)
+            for start in range(0, len(body), quarter):
+                self.wfile.write(body[start : start + quarter])
+                self.wfile.flush()
+                if self.server.release.wait(pause):
+                    return
         elif kind == "status":
             self.send_error(route[1])
         elif kind == "broken":  # promises twice the bytes it sends, then hangs up
@@ -125,7 +154,8 @@ class MediaServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.handle_error = lambda request, address: None  # clients that gave up are expected here
-        self.httpd.routes, self.httpd.hits = {}, Counter()
+        self.httpd.routes, self.httpd.hits, self.httpd.sent = {}, Counter(), Counter()
+        self.httpd.release = threading.Event()  # set at close: handlers that "never answer" end then
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.scheme = "https" if tls else "http"
@@ -143,7 +173,12 @@ class MediaServer:
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
+    @property
+    def sent(self) -> Counter:
+        return self.httpd.sent
+
     def close(self) -> None:
+        self.httpd.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -203,7 +238,7 @@ def test_failures_are_final_or_retried_and_leave_no_file(server, tmp_path):
     good, other = png_bytes(20, 20), png_bytes(20, 20, seed=5)
     server.routes.update(
         {
-            "/slow.png": ("slow", good, 1.5),
+            "/slow.png": ("silent",),
             "/wrong.png": ("ok", other),
             "/broken.png": ("broken", good),
             "/huge.bin": ("huge", 4 << 20, False),  # no Content-Length: the limit must hold while reading
@@ -218,9 +253,7 @@ def test_failures_are_final_or_retried_and_leave_no_file(server, tmp_path):
     jobs = [
         (server.url(p), media_path(folder, server.url(p)), sha256(good) if p != "/huge.bin" else None) for p in paths
     ]
-    start = time.time()
     report = quick_downloader(max_bytes=1 << 20).fetch_all(jobs)
-    assert time.time() - start < 10
 
     assert sorted(report.fetched) == [server.url("/busy.png"), server.url("/ratelimited.png")]  # retry worked
     assert server.hits["/busy.png"] == 2 and server.hits["/ratelimited.png"] == 2
@@ -252,7 +285,7 @@ def test_urls_with_spaces_and_non_ascii_characters(server, tmp_path):
 
 def test_a_stalled_body_hits_the_read_timeout(server, tmp_path):
     body = png_bytes(64, 64)
-    server.routes["/stall.png"] = ("stall", body, 1.5)
+    server.routes["/stall.png"] = ("stall", body)
     path = tmp_path / "stall.png"
     with pytest.raises(DownloadError, match="timeout"):
         quick_downloader(retries=0).fetch(server.url("/stall.png"), path, sha256(body))
@@ -295,24 +328,70 @@ def test_only_https_and_loopback_http_for_tests(server, tmp_path):
     assert not (tmp_path / "b.png").exists()
 
 
-def test_tls_certificates_are_verified(tmp_path):
-    """A server with a self-signed certificate is refused: verification is on and cannot be turned off."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a self-signed certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    tls_server = MediaServer(tls=context)
+@pytest.mark.parametrize("route", ["drip", "drip-headers"])
+def test_a_slow_drip_ends_at_the_deadline(server, tmp_path, route):
+    """A server that sends a byte every millisecond is never silent long enough for the read timeout (30 s here);
+    the attempt's deadline (0.5 s) must end it on the next read, in the body as in the headers, long before the
+    first 64 KiB read would complete (checking the deadline only between full reads lets it run for minutes)."""
+    server.routes["/drip.png"] = (route,)
+    path = tmp_path / "drip.png"
+    with pytest.raises(DownloadError, match="timeout: not done after 0.5 s"):
+        quick_downloader(read_timeout=30, deadline=0.5, retries=0).fetch(server.url("/drip.png"), path)
+    assert server.sent["/drip.png"] < CHUNK  # cut off long before a 64 KiB read could complete
+    assert not path.exists() and not leftovers(tmp_path)
+
+
+def test_a_killed_runs_temp_files_are_swept_but_not_a_live_writers(server, tmp_path):
+    body = png_bytes(8, 8)
+    server.routes["/a.png"] = ("ok", body)
+    path = media_path(tmp_path, server.url("/a.png"))
+    path.parent.mkdir(parents=True)
+    stale = path.parent / f".{path.name}.dead.part"  # what a SIGKILLed download leaves
+    stale.write_bytes(b"half a file")
+    with atomic_file(path.parent / "other.png") as live:  # another download, still being written
+        live.write(b"in progress")
+        report = quick_downloader().fetch_all([(server.url("/a.png"), path, sha256(body))])
+        assert report.fetched == [server.url("/a.png")]
+        assert not stale.exists() and len(leftovers(tmp_path)) == 1  # the live one is still there
+    assert (path.parent / "other.png").read_bytes() == b"in progress" and not leftovers(tmp_path)
+
+
+@pytest.fixture
+def certificates(tmp_path_factory):
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+def test_tls_certificates_are_verified(tmp_path, certificates):
+    """A server whose certificate no trusted authority signed is refused: verification is on and cannot be turned
+    off (the certificate is made in Python: the test never depends on an `openssl` command)."""
+    _, cert, key = certificates
+    tls_server = MediaServer(tls=server_context(cert, key))
     try:
         tls_server.routes["/a.png"] = ("ok", png_bytes(8, 8))
         with pytest.raises(DownloadError, match="TLS verification failed"):
             quick_downloader(allow_http=False, retries=2).fetch(tls_server.url("/a.png"), tmp_path / "a.png")
         assert tls_server.hits["/a.png"] == 0 and not (tmp_path / "a.png").exists()  # no request, no retry
+    finally:
+        tls_server.close()
+
+
+def test_no_downgrade_from_a_real_https_origin(server, tmp_path, certificates, monkeypatch):
+    """From a verified https origin, a redirect to http is refused, even to the loopback http that allow_http
+    admits for the tests; a redirect to https is followed."""
+    ca, cert, key = certificates
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the test authority is the only one trusted
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls_server = MediaServer(tls=server_context(cert, key))
+    try:
+        body = png_bytes(8, 8)
+        server.routes["/a.png"] = tls_server.routes["/a.png"] = ("ok", body)
+        tls_server.routes["/down"] = ("redirect", server.url("/a.png"))
+        tls_server.routes["/across"] = ("redirect", tls_server.url("/a.png"))
+        downloader = quick_downloader()  # allow_http: loopback http is admitted as a first URL
+        assert downloader.fetch(tls_server.url("/a.png"), tmp_path / "direct.png", sha256(body)) == "fetched"
+        assert downloader.fetch(tls_server.url("/across"), tmp_path / "across.png", sha256(body)) == "fetched"
+        with pytest.raises(DownloadError, match="refused redirect: https to http"):
+            downloader.fetch(tls_server.url("/down"), tmp_path / "down.png")
+        assert server.hits["/a.png"] == 0 and not (tmp_path / "down.png").exists()
     finally:
         tls_server.close()

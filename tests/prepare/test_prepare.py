@@ -3,6 +3,7 @@ with media served by a local server: unit conversions, grouping per image, faile
 resume, and the datasets reading the result."""
 
 import json
+import re
 import sys
 
 import pyarrow as pa
@@ -101,7 +102,8 @@ def test_pixmo_points_percent_to_pixels_grouped_per_image_and_resumed(server, tm
         row("/a.png", [(1.0, 1.0)], "", sha=sha256(a)),  # malformed: no label
     ]
     table = write_parquet(tmp_path / "train-00000-of-00001.parquet", rows, PIXMO_POINTS)
-    out, media = tmp_path / "out", tmp_path / "media"
+    out = tmp_path / "out"
+    media = out / "media"  # inside the dataset's folder: training reads media only from there
     report = prepare("allenai/pixmo-points", tmp_path, out, media, quick_downloader())
 
     lines = read_lines(out / "pixmo-points.jsonl")
@@ -137,19 +139,26 @@ def test_pixmo_points_percent_to_pixels_grouped_per_image_and_resumed(server, tm
     assert (out / "pixmo-points.jsonl").read_bytes() == before
 
     # The command line, without downloading: only what is on disk.
-    main(["prepare", "pixmo-points", "--from", str(table), "--out", str(tmp_path / "cli"), "--media-dir", str(media),
+    (out / "pixmo-points.jsonl").unlink()
+    main(["prepare", "pixmo-points", "--from", str(table), "--out", str(out), "--media-dir", str(media),
           "--no-download"])  # fmt: skip
     printed = capsys.readouterr().out
     assert "6 rows -> 2 lines (3 annotations)" in printed and "already present 2, failed 2" in printed
     assert "2 rows whose media failed, 1 malformed rows" in printed
-    assert (tmp_path / "cli" / "pixmo-points.jsonl").read_bytes() == before
+    assert (out / "pixmo-points.jsonl").read_bytes() == before
+
+    # A media folder outside the output folder is refused: its paths would leave the dataset's folder.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "pixmo-points", "--from", str(table), "--out", str(tmp_path / "cli"), "--media-dir",
+              str(media), "--no-download"])  # fmt: skip
+    assert exit_info.value.code == 2 and re.search("--media-dir .* is outside --out", capsys.readouterr().err)
 
 
 def test_pixmo_image_sets_from_jsonl(server, tmp_path):
     a, b = png_bytes(200, 100), jpeg_bytes(64, 48)
     server.routes.update({"/a.png": ("ok", a), "/b.jpg": ("ok", b), "/page.png": ("ok", b"<html>not an image</html>")})
     A, B, page = server.url("/a.png"), server.url("/b.jpg"), server.url("/page.png")
-    media = tmp_path / "media"
+    media = tmp_path / "out" / "media"
 
     def run(name, rows, bad_lines=()):
         folder = tmp_path / name
@@ -290,8 +299,9 @@ def test_pixmo_image_sets_from_jsonl(server, tmp_path):
 def test_videopoint_clips_times_and_pixels(server, tmp_path):
     video = mp4_bytes(tmp_path, width=64, height=48, frames=10, fps=5.0)  # last frame at 1.8 s
     server.routes["/vid1.mp4"] = ("ok", video)
-    (tmp_path / "videos").mkdir()
-    (tmp_path / "videos" / "vid2_2fps.mp4").write_bytes(video)  # found on disk, named as the dataset's helpers do
+    out = tmp_path / "out"
+    (out / "videos").mkdir(parents=True)
+    (out / "videos" / "vid2_2fps.mp4").write_bytes(video)  # found on disk, named as the dataset's helpers do
     urls = tmp_path / "youtube_id_to_urls_mapping.json"
     urls.write_text(json.dumps({"vid1": {"gcp_url": server.url("/vid1.mp4"), "youtube_url": "https://youtu.be/x"}}))
 
@@ -313,8 +323,7 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     write_parquet(folder / "train-00000-of-00001.parquet", rows, VIDEO_POINT)
-    out = tmp_path / "out"
-    videos = VideoSources.from_args([str(tmp_path / "videos")], str(urls))
+    videos = VideoSources.from_args([str(out / "videos")], str(urls))
     report = prepare("Molmo2-VideoPoint", folder, out, None, quick_downloader(), videos)
 
     lines = read_lines(out / "Molmo2-VideoPoint.jsonl")
@@ -326,7 +335,7 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
         {"task": "counting", "label": "cars", "points": [], "count": 0},
     ]  # fmt: skip
     assert lines[1]["video"] == lines[0]["video"] and (lines[1]["clip_start"], lines[1]["clip_end"]) == (0.5, 1.5)
-    assert lines[2]["video"] == "../videos/vid2_2fps.mp4"
+    assert lines[2]["video"] == "videos/vid2_2fps.mp4"
     assert lines[2]["annotations"][0]["points"] == [[0.0, 6.4, 9.6]]
     assert report["skipped_rows"] == {"annotator unsure": 1}
     assert report["rows_without_media"] == 1 and report["malformed_rows"] == 1
@@ -334,8 +343,9 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
 
     # The video dataset reads it: the points land on sampled frames.
     example = VideoDataset(out)[0]
-    frames, times = example.video.load()
-    conversations = example.video_conversations(times, frames.shape[2], frames.shape[1])
+    frames, times, (width, height) = example.video.load()
+    assert (width, height) == (frames.shape[2], frames.shape[1]) == (64, 48)
+    conversations = example.video_conversations(times, width, height)
     assert [c.style for c in conversations] == ["video_counting", "video_counting"]
     assert "red bars" in conversations[0].turns[0][1] and conversations[1].turns[0][1] == "There are none."
 
@@ -366,12 +376,19 @@ def test_tulu_chat_through_the_command_line(tmp_path, capsys):
     assert "1 rows -> 1 lines" in capsys.readouterr().out
 
 
-def test_clear_errors(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="unknown dataset 'allenai/pixmo-nothing'"):
-        main(["prepare", "allenai/pixmo-nothing", "--from", str(tmp_path), "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="no table at"):
-        main(["prepare", "pixmo-cap", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+def test_clear_errors(tmp_path, monkeypatch, capsys):
+    """User mistakes: one line on stderr and exit status 2."""
+
+    def fails(argv: list[str], message: str) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+    fails(["prepare", "allenai/pixmo-nothing", "--from", str(tmp_path), "--out", str(tmp_path / "out")],
+          "unknown dataset 'allenai/pixmo-nothing'")  # fmt: skip
+    fails(["prepare", "pixmo-cap", "--from", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")], "no table at")
     table = write_parquet(tmp_path / "t.parquet", [], PIXMO_POINTS)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
-    with pytest.raises(SystemExit, match="needs pyarrow"):
-        main(["prepare", "pixmo-points", "--from", str(table), "--out", str(tmp_path / "out"), "--no-download"])
+    fails(["prepare", "pixmo-points", "--from", str(table), "--out", str(tmp_path / "out"), "--no-download"],
+          "needs pyarrow")  # fmt: skip

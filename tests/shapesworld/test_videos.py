@@ -12,7 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from nanomolmo2.cli import main
-from nanomolmo2.data.video_io import count_frames, read_frames
+from nanomolmo2.data.datasets import VideoDataset
+from nanomolmo2.data.points import parse_points
+from nanomolmo2.data.video_io import count_frames, load_video, read_frames
 from nanomolmo2.shapesworld.motion import MOTIONS, colour_at, track
 from nanomolmo2.shapesworld.scene import COLOURS, draw_object
 from nanomolmo2.shapesworld.tasks import SINGULAR
@@ -45,8 +47,8 @@ def videos(request, tmp_path_factory):
 
 @functools.cache
 def rows(level: str, n: int = 60) -> list[dict]:
-    """Rows of videos 0..n-1 of seed 7 (no files), small and short, for the annotation tests."""
-    return [video_row(7, i, level, make_video(7, i, level, 64, 10, (2, 5))) for i in range(n)]
+    """Rows of videos 0..n-1 of seed 7 (no files), small, for the annotation tests."""
+    return [video_row(7, i, level, make_video(7, i, level, 64, 10, (2, 4))) for i in range(n)]
 
 
 def annotations(row: dict, task: str) -> list[dict]:
@@ -72,7 +74,9 @@ def files(folder) -> dict:
 def test_mp4_decodes_to_the_frames_with_the_right_colours(videos):
     for row, frames, masks, times in videos:
         assert frames.shape == (row["num_frames"], row["height"], row["width"], 3) == (*masks.shape, 3)
-        assert row["duration"] == row["num_frames"] / row["fps"] and 2 <= row["duration"] <= 8
+        assert row["duration"] == row["num_frames"] / row["fps"] and 2 < row["duration"] <= 4.1
+        last = (row["num_frames"] - 1) / row["fps"]
+        assert last * 2 == int(last * 2)  # the last frame is on the 2-fps grid
         assert np.array_equal(times, np.arange(row["num_frames"]) / row["fps"])
         for o in row["objects"]:
             centers, seen = track(o, times)
@@ -191,39 +195,62 @@ def test_caption_example_and_parse_is_robust():
     assert parse_video_caption("the circle moves from left to right") == set()
 
 
+def the(objects: list[dict], shape: str) -> dict:
+    (o,) = [o for o in objects if o["shape"] == shape]  # named by its shape only when it is the only one
+    return o
+
+
+def visible(o: dict, t: float) -> bool:
+    return bool(track(o, [t])[1][0])
+
+
+def place_of(x: float, y: float, size: int) -> str | None:
+    """This test's own 3 x 3 place words; None within 4% of the frame of a line between places."""
+    if min(abs(v - k * size / 3) for v in (x, y) for k in (1, 2)) < 0.04 * size:
+        return None
+    words = [["top left", "top", "top right"], ["left", "center", "right"], ["bottom left", "bottom", "bottom right"]]
+    return words[min(int(3 * y / size), 2)][min(int(3 * x / size), 2)]
+
+
 @pytest.mark.parametrize("level", ["easy", "hard"])
 def test_vqa_answers_match_the_objects(level):
     asked = set()
     for row in rows(level):
-        objects, fps, n = row["objects"], row["fps"], row["num_frames"]
-        by_label = {o["label"]: o for o in objects}
+        objects, size = row["objects"], row["width"]
+        last = (row["num_frames"] - 1) / row["fps"]
+        assert sum(o["direction"] != "still" for o in objects) <= 1  # at most one object moves
         for a in annotations(row, "vqa"):
-            q = a["question"]
-            if m := re.fullmatch(r"Which way does the (\w+ \w+) move\?", q):
-                o = by_label[m.group(1)]
-                assert sum(x["label"] == o["label"] for x in objects) == 1
-                want = o["direction"] if "options" in a else o["direction"].capitalize() + "."
-                asked.add("direction")
-            elif m := re.fullmatch(r"Which appeared first, the (\w+ \w+) or the (\w+ \w+)\?", q):
-                x, y = by_label[m.group(1)], by_label[m.group(2)]
-                assert abs(x["appear"] - y["appear"]) >= 1
-                want = f"The {min(x, y, key=lambda o: o['appear'])['label']}."
-                asked.add("first")
-            elif q == "How many shapes are there at the end of the video?":
-                want = f"{sum(track(o, [(n - 1) / fps])[1][0] for o in objects)}."
-                asked.add("end")
-            elif m := re.fullmatch(r"Does the (\w+) change colour\?", q):
-                (o,) = [o for o in objects if o["shape"] == m.group(1)]
-                want = "Yes." if o["colour_change"] else "No."
-                asked.add(want)
+            q, t = a["question"], None
+            if m := re.fullmatch(r"What colour is the (\w+) at (\d\.\d) seconds\?", q):
+                o, t = the(objects, m.group(1)), float(m.group(2))
+                assert visible(o, t)
+                want = colour_at(o, t).capitalize() + "."
+            elif m := re.fullmatch(r"Where is the (\w+) at (?:(\d\.\d) seconds|the end)\?", q):
+                o, t = the(objects, m.group(1)), float(m.group(2) or last)
+                assert visible(o, t) and (m.group(2) is None or t < last)
+                want = place_of(*track(o, [t])[0][0], size).capitalize() + "."
+            elif m := re.fullmatch(r"How many shapes are there at (\d\.\d) seconds\?", q):
+                t = float(m.group(1))
+                want = f"{sum(visible(o, t) for o in objects)}."
+            elif q == "Which shape appears last?":
+                o = max(objects, key=lambda o: o["appear"])
+                assert all(x is o or x["appear"] + 1 <= o["appear"] for x in objects)
+                want = o["shape"].capitalize() + "."
+            elif m := re.fullmatch(r"When does the (\w+) turn (\w+)\?", q):
+                o = the(objects, m.group(1))
+                t = float(re.fullmatch(r"At (\d\.\d) seconds\.", a["answer"]).group(1))
+                assert colour_at(o, t) == m.group(2) != colour_at(o, t - 0.5) and visible(o, t - 0.5)
+                want = a["answer"]
             else:
-                assert q == "Which shape is in the video?"
-                want = next(s for s in a["options"] if s in {o["shape"] for o in objects})
+                m = re.fullmatch(r"Which way does the (\w+) move\?", q)
+                o = the(objects, m.group(1))
+                assert o["direction"] != "still"
+                want = o["direction"].capitalize() + "."
+            assert t is None or (t * 2 == int(t * 2) and 0 <= t <= last)  # a frame a 2-fps reader samples
             assert a["answer"] == want, (row["id"], q)
-            if "options" in a:
-                assert len(a["options"]) == 2 and a["answer"] in a["options"] and len(set(a["options"])) == 2
-        assert sum("options" in a for a in annotations(row, "vqa")) == 1
-    assert asked == {"direction", "first", "end", "Yes.", "No."}
+            asked.add(" ".join(q.split()[:2]))
+        assert len({a["question"] for a in annotations(row, "vqa")}) == len(annotations(row, "vqa"))
+    assert asked == {"What colour", "Where is", "How many", "Which shape", "When does", "Which way"}
 
 
 def test_pointing_counting_and_tracking_against_the_masks(videos):
@@ -254,6 +281,37 @@ def test_pointing_counting_and_tracking_against_the_masks(videos):
                 assert {mask_id(masks, t, row, x, y) for t, x, y in points} == {o["id"]}  # one id per object
                 seen = [t for t in grid if (masks[frame_of(t, row)] == o["id"]).any()]
                 assert [t for t, _, _ in points] == seen
+
+
+@pytest.mark.parametrize("level", ["easy", "hard"])
+def test_every_trained_point_lies_in_its_object_in_the_frame_the_reader_picks(level, tmp_path):
+    """Through the training pipeline: the video's frames as the reader samples them (the demo's 16 frames), the
+    answers written for them, read back; each point lies inside its object's mask in the frame shown at its time."""
+    write_shapesworld_videos(tmp_path, 12, seed=3, level=level)
+    dataset = VideoDataset(tmp_path, tasks=("pointing", "counting", "tracking"), max_conversations=100, max_frames=16)
+    checked = 0
+    for i in range(len(dataset)):
+        example, row = dataset[i], dataset.index.row(i).data
+        masks = np.load(tmp_path / row["masks"])["masks"]
+        objects = {o["id"]: o for o in row["objects"]}
+        _, times = load_video(tmp_path / row["video"], max_frames=16)
+        assert times == [k / 2 for k in range(len(times))]  # the 2-fps grid, the last frame on it
+        for conversation in example.video_conversations(times, row["width"], row["height"]):
+            (question, answer), tag = conversation.turns[0], conversation.style
+            label = re.search(r"(?:Point to|Track|How many) (.+?)(?: are there\?| in the video\.|\n)", question)[1]
+            *colour, shape = label.split()
+            for t, index, x, y in parse_points(answer):
+                k = times.index(t)  # a printed frame time: exactly a sampled frame's
+                hit = int(masks[round(t * row["fps"]), int(y / 1000 * row["height"]), int(x / 1000 * row["width"])])
+                assert hit, (row["id"], tag, t, x, y)
+                o = objects[hit]
+                assert SINGULAR.get(shape, o["shape"]) == o["shape"]
+                if tag == "tracking":  # an object named by its first colour, followed through a colour change
+                    assert hit == index and colour == [o["colour"]]
+                else:  # what matches the label in this frame
+                    assert colour in ([], [colour_at(o, times[k])])
+                checked += 1
+    assert checked > 200
 
 
 def test_cli_writes_images_and_videos(tmp_path, capsys):

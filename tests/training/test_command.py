@@ -49,3 +49,52 @@ def test_stage_and_config_must_agree():
 def test_no_config_and_no_stage_is_an_error():
     with pytest.raises(SystemExit, match="--config"):
         config_from_args(parse([]))
+
+
+def test_user_mistakes_end_with_one_line_and_status_2(tmp_path, capsys):
+    from nanomolmo2.cli import main
+
+    cases = [
+        (["--config", "tiny_stage1", "--set", "no_such_key=1"], "unknown config key 'no_such_key'"),
+        (["--config", "tiny_stage1", "--set", "max_steps=many"], "cannot read 'many' as int"),
+        (["--config", "no_such_config"], "no config 'no_such_config'"),
+        (["--config", "tiny_stage1", "--data", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "a")],
+         "no data folder"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", *argv])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and err.startswith("nanomolmo2 train: error:"), (argv, err)
+        assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, (argv, err)
+
+
+def test_a_small_global_batch_sets_the_micro_batch(shapes_data, tmp_path):
+    """--batch-size 4 on a config with micro_batch_size 16: one process takes 4 sequences a step."""
+    from nanomolmo2.training.trainer import Trainer
+
+    from .conftest import tiny_config
+
+    trainer = Trainer(tiny_config(shapes_data, tmp_path, batch_size=4, micro_batch_size=16))
+    assert (trainer.config.micro_batch_size, trainer.accumulation) == (4, 1)
+    assert trainer.train_step()["step"] == 1
+    trainer.close()
+
+
+def test_resume_uses_the_runs_config_and_folder(shapes_data, tmp_path):
+    from nanomolmo2.training.trainer import Trainer
+
+    from .conftest import tiny_config
+
+    run = tmp_path / "run"
+    trainer = Trainer(tiny_config(shapes_data, run, seq_len=400))
+    trainer.train_step()
+    trainer.save()
+    trainer.close()
+    config = config_from_args(parse(["--resume-from", str(run), "--max-steps", "9"]))
+    assert config.out_dir == str(run) and config.resume_from == str(run)  # in place
+    assert (config.seq_len, config.max_steps) == (400, 9)  # the run's settings; what may change, changed
+    step_folder = run / "checkpoints" / "step_1"
+    assert config_from_args(parse(["--resume-from", str(step_folder)])).out_dir == str(run)
+    elsewhere = config_from_args(parse(["--resume-from", str(run), "--out-dir", str(tmp_path / "b")]))
+    assert elsewhere.out_dir == str(tmp_path / "b")

@@ -1,7 +1,11 @@
-"""Crashes during training (nanomolmo2/training/checkpoint.py, trainer.py): a tiny run killed with SIGKILL at random
-moments, during steps and in the middle of checkpoint saves, resumes from its last complete checkpoint and ends
-with the same weights as a run that was never interrupted; a half-written or half-deleted checkpoint folder is
-never resumed from. (A full disk during a save: test_trainer.py.)"""
+"""Crashes during training (nanomolmo2/training/checkpoint.py, trainer.py): a tiny run killed with SIGKILL at chosen
+points, inside steps and inside checkpoint saves (after each file, before the rename, during the rotation), resumes
+from its last complete checkpoint and ends with the same weights and the same log (no step twice) as a run that was
+never interrupted; a half-written or half-deleted checkpoint folder is never resumed from. (A full disk during a
+save: test_trainer.py.)
+
+No timing decides anything: the runner (fault_runner.py) prints "at POINT" when it reaches the chosen point and
+blocks there until the test kills it, and every kill is checked to have happened (exit status -SIGKILL)."""
 
 import json
 import random
@@ -10,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +22,11 @@ from safetensors.torch import load_file
 
 from nanomolmo2.training import checkpoint as checkpoint_module
 from nanomolmo2.training.checkpoint import (
-    STEP_DIR,
     checkpoint_dirs,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
+    step_of,
 )
 from nanomolmo2.training.distributed import DistributedEnv
 from nanomolmo2.training.trainer import Trainer
@@ -32,18 +35,31 @@ from .conftest import tiny_config
 from .fault_runner import RUN
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKPOINT_FILES = {"model.safetensors", "optimizer.pt", "rng.pt", "trainer.json"}
-PAUSE = 0.4  # seconds the runner sleeps inside each save, after writing the model file
-# (a line the run prints, the longest random delay before the kill): kills 1 and 3 land in a step or a save,
-# wherever the delay takes them; kill 2 lands inside the first save the resumed run makes.
-KILLS = [("step 3", 0.8), ("saving", 0.0), ("step 5", 0.8)]
+CHECKPOINT_FILES = ["model.safetensors", "optimizer.pt", "rng.pt", "trainer.json"]  # in the order a save writes them
 
 
-def launch(data: Path, out: Path, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tests.training.fault_runner", str(data), str(out), str(PAUSE)]
+def kill_points(seed: int) -> list[tuple[str, int]]:
+    """(where to kill, the step of the latest complete checkpoint afterwards), in launch order; the file after which
+    a save is killed is a seeded choice. Before step 2's checkpoint there is none, and each restart starts fresh."""
+    rng = random.Random(seed)
+    return [
+        ("step:2", 0),
+        (f"save:2:{rng.choice(CHECKPOINT_FILES)}", 0),
+        ("rename:2", 0),
+        ("step:3", 2),
+        (f"save:4:{rng.choice(CHECKPOINT_FILES)}", 2),
+        ("rename:4", 2),
+        ("rotate:6", 6),  # finish() saves step 6; keeping 2, step 2 is being deleted when the kill lands
+    ]
+
+
+def launch(data: Path, out: Path, point: str, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "tests.training.fault_runner", str(data), str(out), point]
     with open(log, "a") as stderr:
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    watchdog = threading.Timer(180, process.kill)  # a hung run fails the test instead of blocking it
+        process = subprocess.Popen(
+            command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+    watchdog = threading.Timer(300, process.kill)  # only a safety net: a hung run fails instead of blocking
     watchdog.daemon = True
     watchdog.start()
     return process
@@ -61,19 +77,17 @@ def read_until(process: subprocess.Popen, wanted: str) -> list[str]:
 
 def latest_step(out: Path) -> int:
     found = checkpoint_dirs(out)
-    return int(STEP_DIR.match(found[-1].name).group(1)) if found else 0
+    return step_of(found[-1]) if found else 0
 
 
 def assert_step_folders_complete(out: Path) -> None:
     """Every `step_N` folder holds a whole checkpoint (temp and trash folders are hidden names)."""
     for folder in (out / "checkpoints").glob("step_*"):
-        assert {p.name for p in folder.iterdir()} == CHECKPOINT_FILES, folder
+        assert sorted(p.name for p in folder.iterdir()) == sorted(CHECKPOINT_FILES), folder
 
 
-def losses_by_step(run_dir: Path) -> dict[int, float]:
-    """The loss of every step; a step redone after a resume keeps its last value."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return {m["step"]: m["loss"] for m in map(json.loads, lines)}
+def logged_steps(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -82,32 +96,39 @@ def test_killed_run_resumes_to_the_same_weights(shapes_data, tmp_path):
     straight.train()
     straight.close()
 
-    out, log, rng = tmp_path / "killed", tmp_path / "stderr.txt", random.Random(0)
-    for wanted, max_delay in KILLS:
+    out, log = tmp_path / "killed", tmp_path / "stderr.txt"
+    for point, latest_after in kill_points(seed=0):
         start = latest_step(out)
-        process = launch(shapes_data, out, log)
-        lines = read_until(process, wanted)
+        process = launch(shapes_data, out, point, log)
+        lines = read_until(process, f"at {point}")
         assert lines[0] == f"start {start}"  # resumed from the latest complete checkpoint (or fresh)
-        time.sleep(rng.uniform(0, max_delay))
-        process.send_signal(signal.SIGKILL)
+        process.kill()
         process.communicate()
-        assert process.returncode in (-signal.SIGKILL, 0), log.read_text()[-2000:]  # 0: it finished first
+        assert process.returncode == -signal.SIGKILL, log.read_text()[-2000:]  # killed there, not finished
         assert_step_folders_complete(out)
-        if max_delay == 0:  # killed inside a save: half a checkpoint in its temp folder, never resumed from
-            temp = out / "checkpoints" / lines[-1].split()[1]
-            assert (temp / "model.safetensors").is_file() and not (temp / "trainer.json").exists()
-            assert latest_step(out) == start
+        assert latest_step(out) == latest_after, point
+        kind, step, *file = point.split(":")
+        if kind in ("save", "rename"):  # half a checkpoint (or a whole one not yet renamed): never resumed from
+            temp = out / "checkpoints" / f".step_{step}.tmp"
+            written = CHECKPOINT_FILES[: CHECKPOINT_FILES.index(file[0]) + 1] if file else CHECKPOINT_FILES
+            assert sorted(p.name for p in temp.iterdir()) == sorted(written)
+        if kind == "rotate":  # the old one was renamed away whole, and is not a checkpoint any more
+            assert (out / "checkpoints" / ".step_2.old").is_dir() and not (out / "checkpoints" / "step_2").exists()
 
     start = latest_step(out)
-    process = launch(shapes_data, out, log)
-    lines = process.communicate(timeout=300)[0].splitlines()
+    process = launch(shapes_data, out, "never", log)
+    lines = process.communicate(input="", timeout=300)[0].splitlines()
     assert process.returncode == 0, log.read_text()[-2000:]
     assert lines[0] == f"start {start}" and lines[-1] == "done"
     assert_step_folders_complete(out)
+    assert [p.name for p in checkpoint_dirs(out)] == ["step_4", "step_6"]
+    assert not [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # leftovers cleared
     for name in ("checkpoints/step_6/model.safetensors", "final/model.safetensors"):
         want, got = load_file(tmp_path / "straight" / name), load_file(out / name)
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), name
-    assert losses_by_step(out) == losses_by_step(tmp_path / "straight")
+    steps = logged_steps(out)
+    assert [m["step"] for m in steps] == list(range(1, 7))  # each step once: a resume cut the log back
+    assert [m["loss"] for m in steps] == [m["loss"] for m in logged_steps(tmp_path / "straight")]
 
 
 class Died(BaseException):
