@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: test test-fast demo demo-quick lint format mutation clean chromium
+.PHONY: test test-fast demo demo-quick rehearsal lint format mutation clean chromium
 
 $(STAMP): pyproject.toml requirements-dev.lock requirements-nodeps.lock requirements-demo.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ demo: $(STAMP)
 
 demo-quick: $(STAMP)
 	$(PY) -m nanomolmo2.demo --quick --out runs/demo-quick --data data/demo-quick
+
+# The real training path, offline, on tiny checkpoints and public-shaped tables served over local HTTPS: download_all.sh,
+# stage 1 -> 2 -> 3 under torchrun, transformers serving final/, eval (docs/REAL_TRAINING.md). Everything: runs/rehearsal.
+rehearsal: $(STAMP) $(REF_STAMP)
+	$(PY) -m tests.rehearsal.run --out runs/rehearsal
 
 # Mutation testing (not in CI; an hour or more on 2 cores): mutmut over the modules listed in pyproject.toml,
 # then the score per module and the surviving mutants (docs/TESTING.md).

@@ -10,6 +10,7 @@
 #   DATASETS   space-separated subset of the names below, e.g. "pixmo-points pixmo-count"
 #   LIMIT      only the first N rows of each table (a quick try)
 #   WORKERS    parallel downloads (default 16)
+#   RETRIES    retries of a failed transfer (default 3; dead URLs answer 404 and are not retried)
 #   VIDEO_DIR  Molmo2-VideoPoint videos you fetched yourself (README.md, "Real data"), inside DATA_DIR
 #   HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE    where the tables are cached, and offline use of that cache
 # Which dataset each training stage reads: docs/REAL_TRAINING.md. pyarrow reads the parquet tables
@@ -18,7 +19,7 @@ set -euo pipefail
 
 DATA=${1:-data/real}
 WORKERS=${WORKERS:-16}
-ALL="pixmo-cap pixmo-points pixmo-count pixmo-ask-model-anything pixmo-cap-qa pixmo-point-explanations
+ALL="pixmo-cap pixmo-points pixmo-count pixmo-ask-model-anything pixmo-cap-qa
      Molmo2-MultiImageQA Molmo2-VideoPoint tulu-3-sft-mixture"
 DATASETS=${DATASETS:-$ALL}
 
@@ -33,6 +34,7 @@ for name in $DATASETS; do
     echo "== allenai/$name"
     extra=()
     [ -n "${LIMIT:-}" ] && extra+=(--limit "$LIMIT")
+    [ -n "${RETRIES:-}" ] && extra+=(--retries "$RETRIES")
     [ "$name" = Molmo2-VideoPoint ] && [ -n "${VIDEO_DIR:-}" ] && extra+=(--video-dir "$VIDEO_DIR")
     "$NANOMOLMO2" prepare "allenai/$name" --out "$DATA" --workers "$WORKERS" ${extra[@]+"${extra[@]}"} \
         || failed+=("$name")

@@ -2,11 +2,15 @@
 
 Timings on a shared CPU say nothing, so no timing is compared with anything; bench/gpu.py's numbers are checked
 for what they must be whatever the machine (positive, fractions in (0, 1), every configuration ok), and the
-gate for its exit status. Neither run appends to bench/RESULTS.md.
+gate for its exit status; vs_transformers.py's tables are read back cell by cell (both sides' first-step losses
+equal, greedy tokens identical, every time positive, every speed-up the ratio of its row's two numbers). Neither
+run appends to bench/RESULTS.md.
 """
 
 import json
 import math
+import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -56,12 +60,62 @@ def test_gpu_bench_exits_non_zero_when_a_config_fails(tmp_path):
     assert statuses["4k-tiny"] == "ok" and statuses["36k-tiny"].startswith("FAILED") and "FAILED" in out
 
 
+def published_tables(out: str) -> dict[str, list[dict[str, str]]]:
+    """The markdown tables printed under `## title` lines: title -> rows, each {column: cell}."""
+    tables, title, header = {}, None, None
+    for line in out.splitlines():
+        if line.startswith("## "):
+            title, header = line[3:], None
+        elif title and line.startswith("|") and not line.startswith("|-"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if header is None:
+                header, tables[title] = cells, []
+            else:
+                tables[title].append(dict(zip(header, cells, strict=True)))
+    return tables
+
+
+def assert_ratio(speed_up: str, faster: float, slower: float) -> None:
+    """The table prints 4 significant digits: a ratio of two printed numbers is good to ~1e-3."""
+    assert float(speed_up) > 0 and float(speed_up) == pytest.approx(slower / faster, rel=3e-3)
+
+
 @pytest.mark.slow
 def test_vs_transformers_quick_runs():
     out = run("vs_transformers.py", "--quick")
-    for row in ("SFT step", "nanoMolmo2 step", "tokens, end to end", "all (median of ratios)"):
-        assert row in out
-    assert "loss ours" in out and "greedy tokens identical" in out
+    tables = published_tables(out)
+    rows = {r["benchmark"]: r for r in tables["nanoMolmo2 vs transformers: training and generation"]}
+    assert list(rows) == [
+        "SFT step, Qwen3 LM alone",
+        "nanoMolmo2 step, ViT frozen",
+        "generate: prefill (image + prompt, 1 token)",
+        "generate: 4 tokens, end to end",
+        "generate: decode only (3 tokens after the first)",
+    ]
+    for name, row in rows.items():
+        if row["ours"] == "-":  # decode time = end to end - prefill: noise may leave nothing (the script says so)
+            assert name.startswith("generate: decode only") and row["speed-up"] == "-"
+            continue
+        ours, theirs = float(row["ours"]), float(row["transformers"])
+        assert ours > 0 and theirs > 0, row
+        if row["unit"] in ("s/step", "s"):  # times: speed-up = transformers / ours
+            assert_ratio(row["speed-up"], ours, theirs)
+        else:  # rates (tokens/s): speed-up = ours / transformers
+            assert row["unit"] == "tokens/s"
+            assert_ratio(row["speed-up"], theirs, ours)
+    assert float(rows["SFT step, Qwen3 LM alone"]["peak MiB ours"]) > 0  # --quick measures our first step only
+    losses = re.findall(r"(sft|vlm): first-step loss ours (\S+), transformers (\S+?)[;\s]", out)
+    assert [name for name, _, _ in losses] == ["sft", "vlm"]
+    for _, ours, theirs in losses:  # same weights, same batch: the same loss (printed to 6 decimals)
+        assert float(ours) == pytest.approx(float(theirs), abs=1e-4) and math.isfinite(float(ours))
+    assert "generate: greedy tokens identical to transformers' = True" in out
+    photos = tables["nanoMolmo2 vs transformers: image preprocessing (decoded photo -> crops, patches, pooling)"]
+    assert [r["photo"] for r in photos] == ["china", "flower", "all (median of ratios)"]
+    for row in photos[:-1]:
+        assert int(row["crops"]) > 0
+        assert_ratio(row["speed-up"], float(row["ours ms"]), float(row["transformers ms"]))
+    median = statistics.median(float(r["speed-up"]) for r in photos[:-1])
+    assert float(photos[-1]["speed-up"]) == pytest.approx(median, rel=1e-3)
 
 
 def test_gpu_bench_kernel_gate_on_cuda_event_names():

@@ -11,6 +11,12 @@ Each conversation sees the shared prefix and itself only (annotation ids), its p
 prefix, and only assistant answers (with their closing `<|im_end|>`) carry loss. An example whose `<im_patch>`
 slots do not match its vision tokens one to one is refused here, with its file:line, before it can reach a batch
 (where the forward pass would fail for the whole batch without naming the row).
+
+Over-long examples are truncated as Molmo2 truncates them (`max_len`; `tokenize_message_list` in
+olmo/preprocessing/text_preprocessor.py, `MMCollator` in olmo/preprocessing/multimodal_collator.py): a
+conversation after the first whose first answer token would sit at or beyond `max_len` is dropped with all later
+ones (the loss weights count the conversations kept), then the tokens are cut at `max_len`. An example whose media
+alone do not fit, or whose every answer token would be cut, is refused (a ValueError naming its file:line).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from .chat import answer_turn, media_prefix, user_turn
 from .image_preprocessing import ImageInputs, VideoInputs
 from .processor import Processor, vision_token_mask
 
-# Answers made of points: Molmo2 gives their tokens a flat, small weight; video captions too (docs/MOLMO2.md).
-POINT_STYLES = ("pointing", "point_count", "count_point", "tracking", "video_pointing")
-POINT_TOKEN_WEIGHT = 0.2
-VIDEO_CAPTION_WEIGHT = 0.1
+# Molmo2's SFT gives its pointing, tracking and video-pointing datasets (VideoPoint counting included) a flat
+# weight of 0.2 per answer token and its video captions 0.1 (launch_scripts/sft.py, `point_weight` and
+# `cap_weight`); nanoMolmo2 tells them apart by the conversation's style rather than by dataset.
+FLAT_WEIGHTS = {
+    **dict.fromkeys(("pointing", "point_count", "count_point", "tracking", "video_pointing", "video_counting"), 0.2),
+    "video_caption": 0.1,
+}
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Example:
     # Answers that need the sampled frame times (video points, tracks): (times, width, height) -> conversations.
     video_conversations: Callable[[list[float], int, int], list[Conversation]] | None = None
     source: str = ""  # "file.jsonl:line" for error messages
+    max_crops: int | None = None  # crops per image when not the processor's own (Molmo2's high-res pointing)
 
 
 @dataclass
@@ -68,25 +78,32 @@ class TokenizedExample:
         return self.input_ids.shape[0]
 
 
-def answer_weight(style: str, num_answer_tokens: int, num_conversations: int, weighting: str) -> float:
-    """Molmo2's SFT weighting: 2/sqrt(answer tokens), points flat 0.2, all / sqrt(conversations); or 1."""
+def conversation_weight(style: str, num_loss_tokens: int, num_conversations: int, weighting: str) -> float:
+    """The weight of every loss token of one conversation (olmo/preprocessing/text_preprocessor.py, MessageWeight).
+
+    "none": 1.0 (Molmo2's stage 1). "molmo2" (its SFT): a flat FLAT_WEIGHTS[style]; otherwise 2/sqrt(n) with n the
+    loss tokens of the whole conversation (all its turns), divided by sqrt(conversations) when the example has
+    more than one. Molmo2 leaves a multi-conversation example's final closing token out of n (it appends that one
+    after the fact, copying the weight); the caller passes n accordingly.
+    """
     if weighting == "none":
         return 1.0
-    if style in POINT_STYLES:
-        base = POINT_TOKEN_WEIGHT
-    elif style == "video_caption":
-        base = VIDEO_CAPTION_WEIGHT
-    else:
-        base = 2.0 / math.sqrt(num_answer_tokens)
-    return base / math.sqrt(num_conversations)
+    if style in FLAT_WEIGHTS:
+        return FLAT_WEIGHTS[style]
+    return 2.0 / math.sqrt(max(num_loss_tokens, 1)) / math.sqrt(num_conversations)
 
 
-def tokenize_example(example: Example, processor: Processor, weighting: str = "none") -> TokenizedExample:
+def tokenize_example(
+    example: Example, processor: Processor, weighting: str = "none", max_len: int | None = None
+) -> TokenizedExample:
     """Load and preprocess the media (images, then the video), tokenise every conversation (module docstring).
 
     weighting: "none" (every answer token 1.0) or "molmo2" (Molmo2's SFT loss weights).
+    max_len: truncate to this many tokens (module docstring); None keeps everything.
     """
-    vision: list[ImageInputs | VideoInputs] = [processor.preprocess(image) for image in example.images]
+    vision: list[ImageInputs | VideoInputs] = [
+        processor.preprocess(image, example.max_crops) for image in example.images
+    ]
     conversations = list(example.conversations)
     if example.video is not None:
         frames, times, *size = example.video.load()
@@ -97,31 +114,51 @@ def tokenize_example(example: Example, processor: Processor, weighting: str = "n
     if not conversations:
         raise ValueError(f"{example.source}: no usable annotation")
     prefix = media_prefix(processor, vision)
+    if max_len is not None and len(prefix) >= max_len:
+        raise ValueError(f"{example.source}: its media take {len(prefix)} tokens, not fewer than seq_len {max_len}")
 
-    ids = list(prefix)
-    labels = [IGNORE_INDEX] * len(prefix)
-    weights = [0.0] * len(prefix)
-    positions = list(range(len(prefix)))
-    annotations = [0] * len(prefix)
-    for k, conversation in enumerate(conversations, start=1):
-        start = len(ids)
+    # Each conversation's tokens and labels; those that would start answering beyond max_len are dropped.
+    kept: list[tuple[list[int], list[int]]] = []
+    length = len(prefix)
+    for conversation in conversations:
+        ids: list[int] = []
+        labels: list[int] = []
         for t, (user, answer) in enumerate(conversation.turns):
             prompt_ids = user_turn(processor.tokenizer, user, first=t == 0)
             answer_ids = answer_turn(processor.tokenizer, answer)
-            weight = answer_weight(conversation.style, len(answer_ids), len(conversations), weighting)
             ids += prompt_ids + answer_ids
             labels += [IGNORE_INDEX] * len(prompt_ids) + answer_ids
-            weights += [0.0] * len(prompt_ids) + [weight] * len(answer_ids)
-        positions += range(len(prefix), len(prefix) + len(ids) - start)
-        annotations += [k] * (len(ids) - start)
+        first_answer = next(j for j, label in enumerate(labels) if label != IGNORE_INDEX)
+        if kept and max_len is not None and length + first_answer >= max_len:
+            break  # this one and all later ones (tokenize_message_list keeps the first whatever its length)
+        kept.append((ids, labels))
+        length += len(ids)
 
-    input_ids = torch.tensor(ids)
+    all_ids, all_labels = list(prefix), [IGNORE_INDEX] * len(prefix)
+    weights = [0.0] * len(prefix)
+    positions = list(range(len(prefix)))
+    annotations = [0] * len(prefix)
+    for k, ((ids, labels), conversation) in enumerate(zip(kept, conversations, strict=False), start=1):
+        num_loss_tokens = sum(label != IGNORE_INDEX for label in labels) - (len(kept) > 1)
+        weight = conversation_weight(conversation.style, num_loss_tokens, len(kept), weighting)
+        all_ids += ids
+        all_labels += labels
+        weights += [weight if label != IGNORE_INDEX else 0.0 for label in labels]
+        positions += range(len(prefix), len(prefix) + len(ids))
+        annotations += [k] * len(ids)
+    if max_len is not None and len(all_ids) > max_len:
+        if all(label == IGNORE_INDEX for label in all_labels[:max_len]):
+            raise ValueError(f"{example.source}: seq_len {max_len} would cut every answer token")
+        all_ids, all_labels, weights = all_ids[:max_len], all_labels[:max_len], weights[:max_len]
+        positions, annotations = positions[:max_len], annotations[:max_len]
+
+    input_ids = torch.tensor(all_ids)
     slots, features = int((input_ids == IMAGE_PATCH_ID).sum()), sum(v.token_pooling.shape[0] for v in vision)
     if slots != features:
         raise ValueError(f"{example.source}: {slots} <im_patch> slots for {features} vision tokens")
     return TokenizedExample(
         input_ids=input_ids,
-        labels=torch.tensor(labels),
+        labels=torch.tensor(all_labels),
         loss_weights=torch.tensor(weights, dtype=torch.float32),
         position_ids=torch.tensor(positions),
         annotation_ids=torch.tensor(annotations),

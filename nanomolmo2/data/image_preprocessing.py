@@ -153,6 +153,11 @@ def preprocess_image(
 
     left, right = overlap_margins
     window_patches = side - left - right
+    if window_patches <= 0:  # neighbouring crops would step by <= 0 patches: no tiling exists (unfold would fail)
+        raise ValueError(
+            f"overlap margins {tuple(overlap_margins)} leave nothing of a {side}-patch crop ({crop_size} px / "
+            f"{patch_size} px): the margins must sum to less than {side} patches, or max_crops must be 0"
+        )
     window = window_patches * patch_size
     margin = (left + right) * patch_size
     rows, cols = select_tiling(height - margin, width - margin, window, max_crops)

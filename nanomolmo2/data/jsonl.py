@@ -9,6 +9,9 @@ nesting too deep to parse) is reported with its file and line number, counted an
 row is never fatal. Media paths in a row are relative to the folder of its JSONL file and must stay inside it:
 `Row.media` refuses absolute paths, `..`, symlinks that lead outside the folder and anything that is not a
 regular file (a FIFO would hang the reader), with the row's file:line and the reason.
+
+A row can also be cut into several items (`RowIndex(split=...)`): each item is a range of the row's annotations
+(Molmo2 cuts a PixMo-Points image into examples of at most 60 points, pixmo_rules.point_chunks).
 """
 
 from __future__ import annotations
@@ -110,15 +113,21 @@ def parse_row(line: str) -> dict:
     return data
 
 
-class RowIndex:
-    """The usable rows of JSONL files that `keep(row)` accepts, by position: `index.row(i)` reads row i.
+Split = Callable[[dict], list[tuple[int, int]]]  # a row -> the [start, end) annotation ranges of its items
 
+
+class RowIndex:
+    """The usable rows of JSONL files that `keep(row)` accepts, by position: `index.row(i)` reads item i's row.
+
+    split: cuts a row into items, each a range of its annotations (`index.part(i)`); by default a row is one item.
     Malformed lines are counted (`malformed`) and logged once, with file:line, while the files are scanned.
     """
 
-    def __init__(self, files: list[Path], keep: Callable[[dict], bool] = lambda row: True) -> None:
+    def __init__(
+        self, files: list[Path], keep: Callable[[dict], bool] = lambda row: True, split: Split | None = None
+    ) -> None:
         self.files = [Path(f) for f in files]
-        file_ids, offsets, numbers = [], [], []
+        file_ids, offsets, numbers, parts = [], [], [], []
         self.malformed_by_file: dict[str, int] = {}
         for file_id, file in enumerate(self.files):
             with open(file, "rb") as f:
@@ -133,11 +142,14 @@ class RowIndex:
                         self.malformed_by_file[str(file)] = self.malformed_by_file.get(str(file), 0) + 1
                         log.warning("skipped malformed line %s:%d: %s", file, number, e)
                         continue
-                    if keep(data):
-                        file_ids.append(file_id), offsets.append(start), numbers.append(number)
+                    if not keep(data):
+                        continue
+                    for part in split(data) if split else [(0, len(data["annotations"]))]:
+                        file_ids.append(file_id), offsets.append(start), numbers.append(number), parts.append(part)
         self.file_ids = np.array(file_ids, dtype=np.int32)
         self.offsets = np.array(offsets, dtype=np.int64)
         self.numbers = np.array(numbers, dtype=np.int32)
+        self.parts = np.array(parts, dtype=np.int32).reshape(-1, 2)  # [items, 2]: start, end annotation
         self.malformed = sum(self.malformed_by_file.values())
 
     def __len__(self) -> int:
@@ -146,6 +158,10 @@ class RowIndex:
     def source(self, i: int) -> str:
         """ "file.jsonl:line" of row i."""
         return f"{self.files[self.file_ids[i]]}:{self.numbers[i]}"
+
+    def part(self, i: int) -> tuple[int, int]:
+        """The [start, end) range of row annotations that item i holds."""
+        return int(self.parts[i, 0]), int(self.parts[i, 1])
 
     def row(self, i: int) -> Row:
         file = self.files[self.file_ids[i]]
@@ -180,10 +196,10 @@ def has_tasks(tasks: tuple[str, ...], video: bool | None = None) -> Callable[[di
     return keep
 
 
-def annotation_subset(row: Row, tasks: tuple[str, ...], limit: int) -> list[dict]:
-    """The row's annotations of `tasks`, at most `limit`: a stable subset (the same row, the same subset)."""
-    annotations = [a for a in row.data["annotations"] if a.get("task") in tasks]
-    if len(annotations) > limit:
-        start = zlib.crc32(row.key.encode()) % len(annotations)
+def annotation_subset(annotations: list[dict], key: str, tasks: tuple[str, ...], limit: int | None) -> list[dict]:
+    """The annotations of `tasks`, at most `limit` (None: all): a stable subset (the same key, the same subset)."""
+    annotations = [a for a in annotations if a.get("task") in tasks]
+    if limit is not None and len(annotations) > limit:
+        start = zlib.crc32(key.encode()) % len(annotations)
         annotations = (annotations[start:] + annotations[:start])[:limit]
     return annotations

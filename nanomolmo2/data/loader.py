@@ -1,10 +1,13 @@
 """The training data stream: mixture -> (worker processes) load + tokenise -> (main process) pack -> batches.
 
-DataLoader workers do the heavy part (decode, resize, tokenise) for stream positions handed out in order;
-the main process packs the examples into fixed-size batches. An item that cannot be used (a missing or
-corrupt image, a media path outside the data folder, a malformed annotation, `<im_patch>` slots that do not
-match the vision tokens, more tokens than `seq_len`) is logged with its file:line and the reason, counted
-(`DataStream.skipped`, by reason), and skipped: one row can never stop the stream, nor a resumed one.
+DataLoader workers do the heavy part (decode, resize, tokenise, truncate to `seq_len`) for stream positions handed
+out in order; the main process packs the examples into fixed-size batches. Each position seeds the random choices of
+its example (annotation order, transcript, crops: datasets.py), so they change between epochs and repeat on resume.
+
+An item that cannot be used (a missing or corrupt image, a media path outside the data folder, a malformed
+annotation, `<im_patch>` slots that do not match the vision tokens, media that alone fill `seq_len`) is logged with
+its file:line and the reason, counted (`DataStream.skipped`, by reason), and skipped: one row can never stop the
+stream, nor a resumed one.
 
 One stream serves all the data shards of a rank (one per micro-batch of a step: shards are what makes a step's
 data the same on 1 process or 8) with ONE pool of workers: the positions of the shards are handed out in turn,
@@ -32,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
+import numpy as np
 import PIL.Image
 import torch
 
@@ -68,10 +72,11 @@ class Skipped:
 
 class ExampleSource(torch.utils.data.Dataset):
     """Item (position, dataset, row) of a mixture -> a TokenizedExample, or Skipped with the reason (a sampler
-    may add the shard in front: (shard, position, dataset, row) -> the same, with `.shard` set)."""
+    may add the shard in front: (shard, position, dataset, row) -> the same, with `.shard` set). max_len: examples
+    are truncated to it (examples.tokenize_example)."""
 
-    def __init__(self, mixture: Mixture, processor: Processor, weighting: str = "none"):
-        self.mixture, self.processor, self.weighting = mixture, processor, weighting
+    def __init__(self, mixture: Mixture, processor: Processor, weighting: str = "none", max_len: int | None = None):
+        self.mixture, self.processor, self.weighting, self.max_len = mixture, processor, weighting, max_len
 
     def __len__(self) -> int:  # the stream is endless; DataLoader only needs a number
         return 2**62
@@ -83,14 +88,18 @@ class ExampleSource(torch.utils.data.Dataset):
         return result
 
     def _load(self, origin: tuple[int, int, int]) -> TokenizedExample | Skipped:
-        _, dataset, row = origin
+        position, dataset, row = origin
         source = f"dataset {dataset} row {row}"
+        data = self.mixture.datasets[dataset]
         try:
-            if hasattr(self.mixture.datasets[dataset], "source"):  # file:line, also when the row fails to load
-                source = self.mixture.datasets[dataset].source(row)
-            example = self.mixture.datasets[dataset][row]
+            if hasattr(data, "source"):  # file:line, also when the row fails to load
+                source = data.source(row)
+            if hasattr(data, "example"):  # a JsonlDataset: its random choices drawn for this position
+                example = data.example(row, np.random.default_rng([self.mixture.seed, position]))
+            else:
+                example = data[row]
             source = example.source or source
-            tokenized = tokenize_example(example, self.processor, self.weighting)
+            tokenized = tokenize_example(example, self.processor, self.weighting, self.max_len)
         except SKIPPABLE_ERRORS as e:
             return Skipped(origin, source, f"{type(e).__name__}: {e}")
         tokenized.origin = origin
@@ -164,7 +173,7 @@ class DataStream:
         self._threads: list[tuple[threading.Thread, threading.Event]] = []
         pending = {s: [tuple(p) for p in states[s]["pending"]] for s in self.shards}
         self._loader = torch.utils.data.DataLoader(
-            ExampleSource(mixture, processor, weighting),
+            ExampleSource(mixture, processor, weighting, max_len=seq_len),
             batch_size=None,
             sampler=_Origins(
                 mixture, self.shards, shard_count, {s: {**states[s], "pending": pending[s]} for s in self.shards}

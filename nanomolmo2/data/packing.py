@@ -1,6 +1,8 @@
 """Batches: padding, and packing several examples into one fixed-length sequence.
 
-Packing puts whole examples (never a part: vision tokens are never cut) into rows of `seq_len` tokens.
+Packing puts whole examples (never a part: vision tokens are never cut) into rows of `seq_len` tokens. The training
+stream truncates over-long examples to `seq_len` before they get here (examples.py, Molmo2's rule); one that is
+still longer (an example tokenised without `max_len`) is skipped and counted (`PackingStats.skipped_too_long`).
 Inside a row, `segment_ids` keep examples apart and `position_ids` restart for every example (and for
 every conversation after an example's shared image prefix, see examples.py). The vision inputs of all
 examples are concatenated in token order, with pooling indices shifted past the crops before them, so the

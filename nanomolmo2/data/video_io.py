@@ -154,9 +154,12 @@ def decode_video(
     clip: tuple[float, float] | None = None,
     sampling: str = "molmo2",
     frame_size: int | None = None,
+    relative: bool = False,
 ) -> tuple[np.ndarray, list[float], tuple[int, int]]:
     """`load_video`, each frame resized to `frame_size` x `frame_size` as it is decoded (when given, as
-    preprocessing would resize it), and the (width, height) of the video's own frames (points are in those)."""
+    preprocessing would resize it), and the (width, height) of the video's own frames (points are in those).
+    relative: times from the clip's first frame (0.0), as Molmo2's loader labels a clip's frames
+    (`load_video_torchcodec` in olmo/data/video_loader.py decodes at start + t and returns t)."""
     path = Path(path)
     capture, fps, count = _open(path)
     capture.release()
@@ -174,7 +177,8 @@ def decode_video(
             indices = sorted({min(first + round(t * fps), last) for t in times})
         try:
             frames, size = _decode(path, indices, frame_size)
-            return frames, [i / fps for i in indices], size
+            origin = first if relative else 0
+            return frames, [(i - origin) / fps for i in indices], size
         except VideoError:
             real = count_frames(path)  # the container may claim frames it does not have
             if attempt or real == count or real == 0:

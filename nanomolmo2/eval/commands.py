@@ -3,6 +3,10 @@
 nanomolmo2 generate --checkpoint runs/demo/stage3/final --image a.png --prompt "Point to the red circles" --out p.png
 nanomolmo2 generate --checkpoint runs/demo/stage3/final --video clip.mp4 --prompt "Describe this video."
 nanomolmo2 eval --checkpoint runs/demo/stage3/final --data data/demo/eval --out report.json
+nanomolmo2 eval --checkpoint runs/stage3/final --data data/heldout --out report.json   # a `prepare`d folder
+
+`eval` reads a ShapesWorld folder (images.jsonl / videos.jsonl with object masks: evaluate.py) or, otherwise, a
+folder written by `nanomolmo2 prepare` (PixMo-Points, PixMo-Count, VQA tables: prepared.py).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from pathlib import Path
 import torch
 
 from ..data.image_preprocessing import load_image
+from ..data.jsonl import jsonl_files
 from ..data.processor import Processor
 from ..data.video_io import load_video
+from ..errors import UsageError
 from ..models.nanomolmo2 import NanoMolmo2
 from ..training.model_card import add_evaluation
 from .conversation import Conversation, Sampling
@@ -53,18 +59,34 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="a held-out folder with masks (e.g. nanomolmo2 synth --seed 1)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="a held-out folder: ShapesWorld with masks (nanomolmo2 synth --seed 1) or one `nanomolmo2 prepare` wrote",
+    )
     parser.add_argument("--out", help="JSON report (metrics and every answer)")
     parser.add_argument("--limit", type=int, help="at most this many images / videos / text rows")
     parser.add_argument("--max-frames", type=int, default=16)
     parser.add_argument("--no-blank", action="store_true", help="skip the blank-image variants")
 
 
+def is_shapesworld(folder: Path) -> bool:
+    """ShapesWorld's folders hold images.jsonl / videos.jsonl (with masks); prepared ones name files by dataset."""
+    return any(f.name in ("images.jsonl", "videos.jsonl") for f in jsonl_files(folder))
+
+
 def run_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
+    from .prepared import evaluate_prepared
 
+    folder = Path(args.data)
+    if not folder.is_dir():
+        raise UsageError(f"no data folder {folder}")
     model, processor = load_model(args.checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
-    metrics, records = evaluate(model, processor, args.data, args.limit, args.max_frames, blank=not args.no_blank)
+    if is_shapesworld(folder):
+        metrics, records = evaluate(model, processor, folder, args.limit, args.max_frames, blank=not args.no_blank)
+    else:
+        metrics, records = evaluate_prepared(model, processor, folder, args.limit, blank_images=not args.no_blank)
     for name, value in sorted(metrics.items()):
         print(f"{name:28s} {value:.3f}")
     if args.out:

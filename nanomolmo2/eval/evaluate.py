@@ -5,9 +5,9 @@ for every video: its VQA and pointing annotations; text-only rows: their chat tu
 greedily in batches and scored with metrics.py:
 
     caption_accuracy   the set of (colour, shape) the caption names == the objects in the image
-    vqa_accuracy       exact match after normalisation         count_accuracy   the stated count (also ±1)
-    point_f1           Hungarian-matched points inside masks  text_accuracy    exact match
-    video_qa_accuracy, video_point_f1 (timestamps must match)
+    vqa_accuracy       VQA v2 score (normalised exact match)   count_accuracy   points in the answer (also ±1)
+    point_f1           Hungarian-matched points inside masks  text_accuracy    as vqa_accuracy
+    video_qa_accuracy, video_point_f1 (a hit needs the object's mask at the predicted time)
 
 Each metric comes with its standard error over the queries (`<metric>_stderr`). `blank=True` asks everything
 again with every image, and every video frame, blank: the gap to the real score shows the model looks.
@@ -27,13 +27,13 @@ import PIL.Image
 
 from ..data.datasets import CAPTION_PROMPTS
 from ..data.jsonl import jsonl_files, read_jsonl, resolve_media
-from ..data.points import COUNT_PROMPT, POINT_PROMPT, VIDEO_POINT_PROMPT, parse_count, parse_points
+from ..data.points import COUNT_PROMPT, POINT_PROMPT, VIDEO_POINT_PROMPT
 from ..data.processor import Processor
 from ..data.video_io import load_video
 from ..models.nanomolmo2 import NanoMolmo2
 from ..shapesworld.tasks import parse_caption
 from .generation import Request, generate_answers
-from .metrics import count_match, point_f1, video_point_f1, vqa_match
+from .metrics import count_scores, pointing_scores, video_pointing_scores, vqa_score
 
 log = logging.getLogger(__name__)
 BLANK_COLOUR = (235, 235, 235)  # a light grey like ShapesWorld's backgrounds, with nothing on it
@@ -123,38 +123,33 @@ def text_queries(folder: Path, limit: int | None = None) -> list[Query]:
     return queries
 
 
-def _object_ids(mask: np.ndarray, points) -> list[int]:
-    """The objects under ground-truth points (each point is its object's center)."""
-    return sorted({int(mask[int(y), int(x)]) for x, y in points} - {0})
+def _object_mask(label_map: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The bool mask of the object under a ground-truth point (each point is its object's centre)."""
+    return label_map == label_map[int(round(y)), int(round(x))]
 
 
 def score(query: Query, answer: str) -> dict[str, float]:
-    """The metric values of one answer (a dict, since pointing gives precision, recall and F1)."""
+    """The metric values of one answer with Molmo2's per-example metrics (a dict, since pointing gives precision,
+    recall and F1). ShapesWorld has one reference answer per question, scored as VQA v2's ten identical answers."""
     if query.kind == "caption":
         return {"caption_accuracy": float(parse_caption(answer) == query.truth)}
     if query.kind in ("vqa", "video_qa", "text"):
         name = {"vqa": "vqa_accuracy", "video_qa": "video_qa_accuracy", "text": "text_accuracy"}[query.kind]
-        return {name: float(vqa_match(answer, str(query.truth)))}
+        return {name: vqa_score(answer, [str(query.truth)] * 10)}
     if query.kind == "count":
-        count = parse_count(answer)
-        return {
-            "count_accuracy": float(count_match(count, query.truth)),
-            "count_within_one": float(count_match(count, query.truth, 1)),
-        }
+        scores = count_scores(answer, query.truth)
+        return {"count_accuracy": scores["correct"], "count_within_one": scores["close"]}
     width, height = query.row["width"], query.row["height"]
     if query.kind == "point":
-        mask = np.array(PIL.Image.open(resolve_media(query.root, query.row["masks"])))
-        predicted = [(x / 1000 * width, y / 1000 * height) for _, _, x, y in parse_points(answer)]
-        scores = point_f1(predicted, mask, _object_ids(mask, query.truth))
+        label_map = np.array(PIL.Image.open(resolve_media(query.root, query.row["masks"])))
+        masks = [_object_mask(label_map, x, y) for x, y in query.truth]
+        scores = pointing_scores(answer, query.truth, masks, (width, height))
         return {f"point_{k}": v for k, v in scores.items()}
     stored = np.load(resolve_media(query.root, query.row["masks"]))
-    masks, times = stored["masks"], stored["times"].tolist()
-    targets = []
-    for t, x, y in query.truth:
-        frame = masks[int(np.argmin(np.abs(np.asarray(times) - t)))]
-        targets += [(t, k) for k in _object_ids(frame, [(x, y)])]
-    predicted = [(t, x / 1000 * width, y / 1000 * height) for t, _, x, y in parse_points(answer)]
-    scores = video_point_f1(predicted, masks, times, targets)
+    label_maps, times = stored["masks"], np.asarray(stored["times"])
+    # one mask per ground-truth point, at its own time only (the frame nearest to it)
+    masks = [{t: _object_mask(label_maps[int(np.argmin(np.abs(times - t)))], x, y)} for t, x, y in query.truth]
+    scores = video_pointing_scores(answer, query.truth, masks, (width, height), query.row["duration"])
     return {f"video_point_{k}": v for k, v in scores.items()}
 
 

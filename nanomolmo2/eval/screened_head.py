@@ -27,6 +27,10 @@ import torch
 from ..models.nanomolmo2 import NanoMolmo2
 
 MIN_ROWS = 16384  # below this (a restricted output vocabulary) the full head is cheap: no screening
+# torch's int8-weight kernel (`_weight_int8pack_mm`) returns wrong sums, or crashes, for a batch of several hidden
+# states whose width is not a multiple of 16 (measured on this CPU: widths 24, 40, 56 wrong at batch 3; 32, 48, 64,
+# 80, 1024 right). Such heads (tiny test models only: Qwen3's are 1,024+ wide) keep the full fp32 head.
+KERNEL_WIDTH = 16
 
 
 class ScreenedHead:
@@ -60,7 +64,7 @@ def greedy_head(model: NanoMolmo2) -> ScreenedHead | None:
     pay or does not apply: a GPU, a restricted output vocabulary, a head that is not fp32."""
     llm = model.llm
     weight = llm.embed_tokens.weight if llm.lm_head is None else llm.lm_head.weight
-    small = llm.output_vocabulary.restricted or weight.shape[0] < MIN_ROWS
+    small = llm.output_vocabulary.restricted or weight.shape[0] < MIN_ROWS or weight.shape[1] % KERNEL_WIDTH
     if small or weight.device.type != "cpu" or weight.dtype != torch.float32:
         return None
     key = (weight.data_ptr(), weight._version, tuple(weight.shape))

@@ -34,6 +34,11 @@ class LanguageModelConfig:
     # ids. For tiny models trained on a narrow dataset, where a 151,936-way head would cost most of the
     # compute; every other token gets probability 0. (The Molmo2 format keeps the full head.)
     output_token_ids: tuple[int, ...] = ()
+    # Dropout on each block's attention and MLP outputs before they join the residual stream, in training only
+    # (Molmo2's olmo/nn/llm.py): `residual_dropout` at every position (Molmo2's SFT: 0.1), or
+    # `response_residual_dropout` only where the next token carries loss (its stage 1: 0.1). The trainer sets both.
+    residual_dropout: float = 0.0
+    response_residual_dropout: float = 0.0
 
     @classmethod
     def tiny(cls, vocab_size: int = QWEN3_VOCAB_SIZE) -> LanguageModelConfig:

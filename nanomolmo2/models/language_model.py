@@ -2,7 +2,8 @@
 
 Per block: RMSNorm -> grouped-query attention (fused q/k/v projection, per-head q/k RMSNorm before RoPE,
 `F.scaled_dot_product_attention`, or FlexAttention in training when `attention = "flex"`, see flex.py) ->
-residual -> RMSNorm -> SwiGLU MLP -> residual; under autocast every activation is in the autocast dtype.
+residual -> RMSNorm -> SwiGLU MLP -> residual (each output through Molmo2's residual dropout, when training with it
+on); under autocast every activation is in the autocast dtype.
 The embedding table has 128 extra rows for the Molmo2 special tokens; the output head covers only the base
 vocabulary (or the restricted output vocabulary of output_vocabulary.py). `forward` with labels returns the
 loss (loss.py). `LanguageModel.from_pretrained(dir)` reads a Hugging Face Qwen3 folder (e.g. Qwen/Qwen3-0.6B).
@@ -20,6 +21,7 @@ from torch import nn
 from ..formats.hf import qwen3_config, qwen3_state_to_ours
 from ..formats.hub import read_checkpoint
 from ..formats.weights import load_state_strict
+from ..tokens import IGNORE_INDEX
 from .attention import KVCache, attention_rule, build_attention_mask
 from .config import LanguageModelConfig
 from .flex import BlockMask, block_mask, flex
@@ -141,6 +143,25 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class ResidualDropout(nn.Module):
+    """Molmo2's residual dropout (olmo/nn/llm.py, `Dropout`), read from the config at every call so the trainer
+    can set it on a loaded model: drop with `residual_dropout` everywhere, or with `response_residual_dropout`
+    at the `[B, L]` response positions and `residual_dropout` elsewhere; kept values are scaled by 1 / keep."""
+
+    def __init__(self, config: LanguageModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, x: torch.Tensor, response_mask: torch.Tensor | None) -> torch.Tensor:
+        p, response_p = self.config.residual_dropout, self.config.response_residual_dropout
+        if not self.training or (p == 0 and response_p == 0):
+            return x
+        if response_p == 0 or response_mask is None:
+            return F.dropout(x, p, training=True)
+        keep = torch.where(response_mask, 1.0 - response_p, 1.0 - p)[..., None].to(x.dtype)  # [B, L, 1]
+        return x * torch.bernoulli(keep.expand_as(x)) / keep
+
+
 class DecoderBlock(nn.Module):
     def __init__(self, config: LanguageModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -148,10 +169,11 @@ class DecoderBlock(nn.Module):
         self.attn = Attention(config, layer_idx)
         self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
+        self.dropout = ResidualDropout(config)
 
-    def forward(self, x, cos, sin, mask, cache):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.mlp_norm(x))
+    def forward(self, x, cos, sin, mask, cache, response_mask=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache), response_mask)
+        return x + self.dropout(self.mlp(self.mlp_norm(x)), response_mask)
 
 
 class LanguageModel(nn.Module):
@@ -199,6 +221,7 @@ class LanguageModel(nn.Module):
         annotation_ids: torch.Tensor | None = None,
         vision_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the decoder on `[B, L, D]` embeddings; return the final-normed hidden states `[B, L, D]`.
 
@@ -208,6 +231,7 @@ class LanguageModel(nn.Module):
         annotation_ids: `[B, L]` 0 on an example's shared prefix, k on its k-th annotation (which sees
             the prefix and itself only).
         vision_mask: `[B, L]` True at vision tokens, which attend to each other bidirectionally.
+        response_mask: `[B, L]` True where the next token carries loss (for `response_residual_dropout`).
         """
         B, L, _ = inputs_embeds.shape
         past = cache.length if cache is not None else 0
@@ -227,9 +251,11 @@ class LanguageModel(nn.Module):
         cos, sin = rotary_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta, x.dtype)
         for block in self.layers:
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, mask, cache, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, cos, sin, mask, cache, response_mask, use_reentrant=False
+                )
             else:
-                x = block(x, cos, sin, mask, cache)
+                x = block(x, cos, sin, mask, cache, response_mask)
         if cache is not None:
             cache.advance(L)
         return self.norm(x)
@@ -250,6 +276,9 @@ class LanguageModel(nn.Module):
         """Logits `[B, L, vocab]`; with `labels`, the loss and the logits at the loss positions only."""
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
+        if labels is not None and self.training and self.config.response_residual_dropout:
+            # position i predicts token i + 1: it is a response position when that token carries loss
+            decoder_kwargs["response_mask"] = F.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1))
         hidden = self.hidden_states(inputs_embeds, **decoder_kwargs)
         if labels is None:
             return ModelOutput(logits=self.logits(hidden), hidden_states=hidden)

@@ -90,7 +90,8 @@ class Converter:
 
 
 def chat(row: dict, sizes: list[Size]) -> list[dict]:
-    """tulu-3 `messages`: system turns go in front of the first user turn; a last unanswered user turn is dropped."""
+    """tulu-3 `messages`: system turns go in front of the first user turn ("System: ...\n"); a last unanswered user
+    turn is dropped."""
     return [{"task": "chat", "messages": chat_turns(row.get("messages"))}]
 
 

@@ -106,7 +106,8 @@ class Generic:
 
 def chat_turns(messages) -> list[dict]:
     """A chat in either common layout -> alternating user / assistant turns (system text goes in front of the
-    first user turn, as for tulu; a last unanswered user turn is dropped)."""
+    first user turn as "System: {text}\n", Molmo2's layout in olmo/data/text_datasets.py; a last unanswered user
+    turn is dropped)."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ValueError("messages must be a list of objects")
     turns, system = [], []
@@ -125,5 +126,5 @@ def chat_turns(messages) -> list[dict]:
     if not turns or any(t["role"] != ("user", "assistant")[i % 2] for i, t in enumerate(turns)):
         raise ValueError("messages must alternate user/assistant, starting with the user")
     if system:
-        turns[0]["content"] = "\n\n".join(system + [turns[0]["content"]])
+        turns[0]["content"] = f"System: {' '.join(system)}\n{turns[0]['content']}"
     return turns

@@ -42,7 +42,11 @@ def _count(row: dict, points: list) -> int:
 
 
 def pixmo_cap(row: dict, sizes: list[Size]) -> list[dict]:
-    return [{"task": "caption", "caption": text(row, "caption")}]
+    """The caption, with the spoken transcripts it was written from (Molmo2's stage 1 trains on one of them)."""
+    transcripts = [t for t in row.get("transcripts") or [] if isinstance(t, str) and t.strip()]
+    return [
+        {"task": "caption", "caption": text(row, "caption"), **({"transcripts": transcripts} if transcripts else {})}
+    ]
 
 
 def pixmo_points(row: dict, sizes: list[Size]) -> list[dict]:

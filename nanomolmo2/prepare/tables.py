@@ -37,10 +37,15 @@ class SkipRow(Exception):
 
 def table_files(path: str | Path) -> list[Path]:
     """A table file, or every *.parquet / *.jsonl directly in a folder (not below: the hub's other configs
-    repeat rows in sibling folders)."""
+    repeat rows in sibling folders). A folder with no table in it but one folder of train tables below it (a
+    dataset repo as `hf download --repo-type dataset ORG/NAME --local-dir DIR` leaves it: DIR/data/train-*.parquet)
+    gives those train tables."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in TABLE_SUFFIXES and p.is_file())
+        splits = {p.parent for p in path.rglob("*train-*.parquet")} if not files else set()
+        if len(splits) == 1:
+            files = sorted(p for p in splits.pop().glob("*train-*.parquet") if p.is_file())
     else:
         files = [path] if path.is_file() else []
     if not files:

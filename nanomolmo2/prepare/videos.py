@@ -6,11 +6,13 @@ The table has no video URLs: a row names its video by `video_id` (+ `video_sourc
   - through `--video-urls`, a JSON object video_id -> URL, or video_id -> {"gcp_url": URL, ...} as in the
     dataset's `youtube_id_to_urls_mapping.json`; such videos are fetched like images (https, size limit).
 
-One output row per (video, clip_start, clip_end), with every query on it. Points are percent of the frame per
-2 fps timestamp; they become `[t, x, y]` in pixels of the decoded video, `t` in seconds from the video start
-(the loader keeps times relative to the video start, also for clips). Each query becomes a `counting`
-annotation (Molmo2 trains this set as point-then-count); rows the annotator marked unsure are left out, as
-Molmo2 does by default.
+Rows are grouped as Molmo2 groups them (`Molmo2VideoPoint.load`, olmo/data/molmo2_datasets.py): a video of at
+most 63 s is used whole, one output row with every query on it; a longer one is cut into the table's
+precomputed clips (`clip_start`, `clip_end`, at most 63 s; a long video without one, or a query with points
+outside its clip, is left out). Points are percent of the frame per 2 fps timestamp; they become `[t, x, y]` in
+pixels of the decoded video, `t` in seconds from the video start (the dataset's `clip_times` rule makes them
+clip-relative when read). Each query becomes a `counting` annotation with the table's question (the
+`video_point_styles` rule asks and answers it as Molmo2 does); rows the annotator marked unsure are left out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..data.video_io import read_frames
 from .tables import Media, SkipRow, percent_to_pixels, text, xy
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".avi"}
+MAX_CLIP_SECONDS = 63.0  # Molmo2's VideoPoint clips (`max_seconds` with `use_clips_from_metadata`)
 
 
 @dataclass
@@ -69,10 +72,19 @@ def videopoint_media(row: dict) -> list[Media]:
 
 
 def videopoint_fields(row: dict) -> dict:
-    """The clip of the row (part of what groups rows: one output row per video clip)."""
+    """The clip of the row (part of what groups rows: one output row per video clip, module docstring); none for a
+    video of at most MAX_CLIP_SECONDS, which is used whole."""
     clip = {k: float(row[k]) for k in ("clip_start", "clip_end") if row.get(k) is not None}
     if len(clip) == 2 and clip["clip_end"] <= clip["clip_start"]:
         raise ValueError(f"empty clip {clip['clip_start']}-{clip['clip_end']} s")
+    if row.get("video_duration") is None:
+        return clip  # length unknown: the clip as the table gives it
+    if float(row["video_duration"]) <= MAX_CLIP_SECONDS:
+        return {}
+    if len(clip) != 2:
+        raise SkipRow("long video without a clip")
+    if clip["clip_end"] - clip["clip_start"] > MAX_CLIP_SECONDS:
+        raise SkipRow(f"clip longer than {MAX_CLIP_SECONDS:g} s")
     return clip
 
 
@@ -83,17 +95,20 @@ def videopoint(row: dict, sizes: list[tuple[int, int]]) -> list[dict]:
     times, frames = row.get("two_fps_timestamps") or [], row.get("points") or []
     if len(times) != len(frames):
         raise ValueError(f"{len(times)} timestamps but {len(frames)} frames of points")
+    clip = videopoint_fields(row)
+    if clip and any(not clip["clip_start"] <= float(t) <= clip["clip_end"] for t in times):
+        raise SkipRow("points outside the clip")
     points = []
     for t, frame in zip(times, frames, strict=True):
         if float(t) < 0:
             raise ValueError(f"negative timestamp {t}")
         points += [[float(t), x, y] for x, y in percent_to_pixels(xy(frame), width, height)]
     count = row.get("count")
-    return [
-        {
-            "task": "counting",
-            "label": text(row, "label"),
-            "points": points,
-            "count": int(count) if count is not None else len(points),
-        }
-    ]
+    question = row.get("question")
+    annotation = {
+        "task": "counting",
+        "label": text(row, "label"),
+        "points": points,
+        "count": int(count) if count is not None else len(points),
+    }
+    return [annotation | ({"question": question} if isinstance(question, str) and question.strip() else {})]

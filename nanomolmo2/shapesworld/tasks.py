@@ -36,7 +36,8 @@ NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 PREPOSITIONS = {"center": "in", "left": "on", "right": "on"}  # "at" for the others: "at the top left"
 PLACES = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 NOT_COLOURS = {"a", "an", "the", *NUMBERS}  # words that may stand before a shape word but are no colour
-COUNT_STYLES = ["point_count", "count"]
+# Both write the points: Molmo2 scores a count by the points in its answer (eval/metrics.py), not by a bare number
+COUNT_STYLES = ["point_count", "count_point"]
 
 
 def position_word(x: float, y: float, width: int, height: int) -> str:

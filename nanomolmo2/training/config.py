@@ -41,8 +41,10 @@ class TrainConfig:
     seq_len: int = 2536
     max_crops: int | None = None  # override the model's `vision.max_crops` (e.g. 24 for pointing)
     max_frames: int = 128
-    max_conversations: int = 8  # annotations of one image per example
-    loss_weighting: str = "none"  # "none" or "molmo2" (2/sqrt(n) per answer, 0.2 for points, ...)
+    # annotations of one image per example: None = all, shuffled at each draw, the token budget dropping the last
+    # (Molmo2); a number = a stable subset of at most that many (the ShapesWorld demo's configs)
+    max_conversations: int | None = None
+    loss_weighting: str = "none"  # "none" or "molmo2" (2/sqrt(n) per conversation, 0.2 for points, ...)
     num_workers: int = 2  # DataLoader workers per data shard
     # ---- optimisation
     batch_size: int = 128  # global: packed sequences per optimizer step, over all ranks and accumulation
@@ -61,8 +63,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-6
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # per parameter group (vision / connector / llm), as in Molmo2
     z_loss: float = 1e-4
+    # Molmo2's residual dropout, set on the model for this run (LanguageModelConfig): its stage 1 uses
+    # response_residual_dropout = 0.1 (positions whose next token has loss), its SFT residual_dropout = 0.1
+    residual_dropout: float = 0.0
+    response_residual_dropout: float = 0.0
     max_bad_steps: int = 5  # stop after this many non-finite steps in a row
     # ---- systems
     dtype: str = "auto"  # "auto" (bf16 autocast on GPU and on CPUs with native bf16, else fp32), "float32", "bfloat16"

@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from ..data.data_root import Entry, parse_mixture
 from ..models.config import NanoMolmo2Config
 from .config import TrainConfig
 
@@ -64,6 +65,16 @@ def architecture(model: NanoMolmo2Config, parameters: dict[str, int]) -> str:
     return "| part | |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
+def entry_text(entry: Entry) -> str:
+    """A mixture entry as the card shows it: `pixmo-cap (as 100,000 rows)`, `ChartQA (optional)`."""
+    text = entry.name + (":" + ",".join(entry.tasks) if entry.tasks else "")
+    if entry.size is not None:
+        text += f" (as {entry.size:,g} rows)"
+    if entry.rate != 1.0:
+        text += f" x{entry.rate:g}"
+    return text + (" (optional)" if entry.optional else "")
+
+
 def training(config: TrainConfig, steps: int, data: dict) -> str:
     lrs = ", ".join(f"{name} {getattr(config, f'lr_{name}'):g}" for name in ("llm", "connector", "vision"))
     frozen = [name for name in ("vision", "connector", "llm") if getattr(config, f"freeze_{name}")]
@@ -75,10 +86,12 @@ def training(config: TrainConfig, steps: int, data: dict) -> str:
         f"frozen: {', '.join(frozen) or 'nothing'}; dtype {config.dtype}",
         f"- data: `{data.get('folder', config.data)}`",
         "",
-        "| rate | kinds |",
+        "| rate | datasets |",
         "|---|---|",
     ]
-    lines += [f"| {rate:g} | {', '.join(kinds)} |" for rate, kinds in config.mixture]
+    lines += [
+        f"| {rate:g} | {', '.join(map(entry_text, entries))} |" for rate, entries in parse_mixture(config.mixture)
+    ]
     if data.get("datasets"):
         sizes = ", ".join(f"{kind.split(':')[0]} {rows:,}" for kind, rows in data["datasets"].items())
         lines += ["", f"Dataset sizes (rows): {sizes}"]

@@ -56,6 +56,17 @@ def trainable_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def clip_each_group(trainable: dict[str, list[nn.Parameter]], norms: torch.Tensor, max_norm: float) -> None:
+    """Molmo2's clipping (olmo/train/trainer.py, train_step): each group's gradients are scaled by
+    min(1, max_norm / (its own norm + 1e-6)), so a large LLM gradient does not shrink the connector's.
+    norms: `[groups]` the gradient norms before clipping, in the dict's order (tracking.group_grad_norms)."""
+    for params, norm in zip(trainable.values(), norms, strict=True):
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)  # a tensor: no host-device sync
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(scale.to(p.grad.dtype))
+
+
 def build_optimizer(trainable: dict[str, list[nn.Parameter]], config: TrainConfig) -> torch.optim.AdamW:
     groups = [
         {

@@ -2,9 +2,12 @@
 
 One optimizer step takes `batch_size` packed sequences. They come in `ranks x accumulation` micro-batches
 of `micro_batch_size` sequences, each from its own data shard (loader.py), so a step sees the same data
-on 1 process or 8. The loss is the mean over every loss token of the global batch: each micro-batch's
-summed loss is divided by the step's global token count (one all-reduce per step), which makes gradient
-accumulation and data parallelism give exactly the loss and gradients of one big batch.
+on 1 process or 8. The loss is the weighted mean over every loss token of the global batch, as in Molmo2
+(olmo/train/trainer.py, BatchDivisor.global_batch): each micro-batch's weighted loss sum is divided by the sum of
+the loss weights of the whole step (one all-reduce per step; without loss weighting every weight is 1 and this is
+the number of loss tokens), which makes gradient accumulation and data parallelism give exactly the loss and
+gradients of one big batch. Gradients are clipped per parameter group (vision, connector, llm), each to
+`grad_clip` on its own (olmo/torch_util.py, clip_grad_norm); `grad_norm` reports the norm of all of them together.
 
 A non-finite loss or gradient norm skips the update (and is logged); `max_bad_steps` in a row stop the run.
 Deciding that is the step's one host-device sync, after the whole backward is queued; everything the step
@@ -50,11 +53,17 @@ from .distributed import (
 )
 from .flops import batch_flops, peak_flops
 from .model_card import parameter_counts, write_model_card
-from .optimizer import build_optimizer, freeze_components, set_learning_rates, trainable_groups
+from .optimizer import build_optimizer, clip_each_group, freeze_components, set_learning_rates, trainable_groups
 from .run_folder import hold_run_folder, truncate_metrics
 from .tracking import Tracker, data_summary, group_grad_norms
 
 log = logging.getLogger(__name__)
+
+
+def loss_weight_sum(batch: dict) -> float:
+    """The sum of the loss weights of a micro-batch's loss tokens (negative weights count as 0, as in Molmo2)."""
+    has_loss = batch["labels"][:, 1:] != IGNORE_INDEX
+    return float(batch["loss_weights"][:, 1:][has_loss].clamp(min=0).double().sum())
 
 
 def build_model(config: TrainConfig) -> NanoMolmo2:
@@ -111,6 +120,8 @@ class Trainer:
         np.random.seed(config.seed)
 
         model = build_model(config)
+        model.llm.config.residual_dropout = config.residual_dropout  # a training setting: not part of checkpoints
+        model.llm.config.response_residual_dropout = config.response_residual_dropout
         freeze_components(model, config)
         self.autocast = self._autocast_dtype()
         if model.vision.frozen and self.autocast == torch.bfloat16:
@@ -203,30 +214,29 @@ class Trainer:
         wait = time.perf_counter()
         batches = next(self.iterator)
         data_wait = time.perf_counter() - wait
-        # Global number of loss tokens of this step: every micro-batch divides its summed loss by it.
-        counts = torch.tensor([float((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]).sum()
+        # Global sum of the loss weights of this step: every micro-batch divides its weighted loss sum by it.
+        counts = torch.tensor([loss_weight_sum(b) for b in batches], dtype=torch.float64).sum()
         real_tokens = float(sum(b["attention_mask"].sum() for b in batches))
         crops = float(sum(b["pixel_values"].shape[0] for b in batches if "pixel_values" in b))
         model = unwrap(self.model)
         flops = sum(batch_flops(model.config, b, not model.vision.frozen) for b in batches)
         totals = torch.tensor([counts, real_tokens, crops, flops], dtype=torch.float64, device=env.device)
         totals = all_reduce_sum(totals)
-        loss_tokens = totals[0].float().clamp(min=1)
+        weight_total = totals[0].float().clamp(min=1e-12)  # 0 only when nothing has loss (and every sum is 0)
         lrs = set_learning_rates(self.optimizer, self.step, config)
         self.model.train()
         loss_sum = torch.zeros((), device=env.device)
         for i, batch in enumerate(batches):
             with gradient_sync(self.model, enabled=i == len(batches) - 1):
                 # DDP/FSDP average gradients over ranks; scaling by the world size turns that into a sum.
-                loss = self._forward(batch, loss_tokens / env.world_size, config.z_loss)
+                loss = self._forward(batch, weight_total / env.world_size, config.z_loss)
                 loss.backward()
             loss_sum += loss.detach() / env.world_size
         global_loss = all_reduce_sum(loss_sum)
-        params = [p for group in self.trainable.values() for p in group]
         group_norms = group_grad_norms(self.trainable)  # before the clip below scales the gradients
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        clip_each_group(self.trainable, group_norms, config.grad_clip)
+        grad_norm = group_norms.square().sum().sqrt()
         # The step's one host-device sync: whether to skip the update, and every number the step reports.
-        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2: a DTensor
         values = torch.stack([global_loss, grad_norm.to(global_loss.device)]).double()
         values = torch.cat([values, totals, group_norms.to(totals)]).tolist()
         loss_value, norm_value, _, tokens, crops, flops, *group_values = values

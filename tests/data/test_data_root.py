@@ -92,3 +92,37 @@ def test_shapesworld_names_and_kinds(shapes_folder):
     first = by_task.datasets[0][0]
     assert [c.style for c in first.conversations] == ["caption"] and first.images
     assert by_task.datasets[1][0].video is not None  # a video row becomes a video example
+
+
+def test_optional_datasets_may_be_absent_required_ones_may_not(tmp_path, caplog, capsys):
+    """Stage 2 lists academic sets a data folder may lack: optional ones are left out with a one-line notice (and a
+    group left empty drops out, the other rates renormalised); a required one that is absent is a one-line user
+    error, exit status 2."""
+    import argparse
+
+    from nanomolmo2.errors import run_command
+
+    write(tmp_path / "pixmo-cap.jsonl", [caption(i) for i in range(4)])
+    write(tmp_path / "tulu-3-sft-mixture.jsonl", [caption(i) for i in range(9)])
+    mixture = [
+        [0.5, ["pixmo-cap", {"name": "ChartQA", "optional": True}]],
+        [0.25, [{"name": "DocVQA", "optional": True}]],
+        [0.25, ["tulu-3-sft-mixture"]],
+    ]
+    with caplog.at_level("WARNING"):
+        built = build_mixture(tmp_path, mixture, seed=0)
+    assert [d.name for d in built.datasets] == ["pixmo-cap", "tulu-3-sft-mixture"]
+    assert built.probabilities.tolist() == pytest.approx([2 / 3, 1 / 3])
+    notices = [r.getMessage() for r in caplog.records if "optional dataset" in r.getMessage()]
+    assert len(notices) == 2 and "ChartQA" in notices[0] and "DocVQA" in notices[1]
+    assert all("\n" not in n for n in notices)
+    assert parse_mixture([[1, [{"name": "x", "optional": True}]]])[0][1] == [Entry("x", optional=True)]
+    with pytest.raises(ValueError, match="optional must be true or false"):
+        parse_mixture([[1, [{"name": "x", "optional": "yes"}]]])
+
+    required = [[1.0, ["pixmo-cap", {"name": "ChartQA"}]]]
+    with pytest.raises(SystemExit) as stop:
+        run_command("nanomolmo2 train", lambda _: build_mixture(tmp_path, required, seed=0), argparse.Namespace())
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.count("\n") == 1
+    assert "no dataset 'ChartQA'" in error and "pixmo-cap, tulu-3-sft-mixture" in error

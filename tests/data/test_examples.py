@@ -69,31 +69,55 @@ def test_multi_image_prefix_names_the_images(processor):
     assert len(example.vision) == 2
 
 
-def test_molmo2_loss_weights(processor):
-    conversations = [Conversation([("Point to cats", '<points coords="1 1 500 500">cats</points>')], "pointing")]
-    conversations.append(Conversation([("Caption?", "A long caption with several words.")], "caption"))
-    example = tokenize_example(Example(conversations), processor, weighting="molmo2")
-    w1 = example.loss_weights[example.annotation_ids == 1]
-    w2 = example.loss_weights[example.annotation_ids == 2]
-    n2 = int((w2 > 0).sum())
-    assert torch.allclose(w1[w1 > 0], torch.tensor(0.2 / 2**0.5))  # points: flat 0.2, / sqrt(2 conversations)
-    assert torch.allclose(w2[w2 > 0], torch.tensor(2 / n2**0.5 / 2**0.5))  # 2/sqrt(answer tokens) / sqrt(2)
+def answer_weights(example, annotation: int) -> list[float]:
+    keep = (example.annotation_ids == annotation) & (example.labels != -100)
+    return example.loss_weights[keep].tolist()
+
+
+def test_molmo2_weights_of_a_multi_turn_multi_annotation_example(processor):
+    """Molmo2's SFT rule worked out by hand. "A cat." has 3 tokens, "It is a cat." 5, and each answer ends with a
+    loss-bearing <|im_end|>. One conversation of two turns: n = (3 + 1) + (5 + 1) = 10 loss tokens, each weighing
+    2/sqrt(10). Two conversations: each is weighed on all its turns, the final <|im_end|> left out of n, then
+    / sqrt(2): A (one turn) n = 3 -> 4 tokens of 2/sqrt(3)/sqrt(2); B (two turns) n = 9 -> 10 tokens of 2/3/sqrt(2)."""
+    assert [len(processor.tokenizer.encode(a)) for a in ("A cat.", "It is a cat.")] == [3, 5]
+    two_turns = Conversation([("What?", "A cat."), ("And?", "It is a cat.")], "vqa")
+    alone = tokenize_example(Example([two_turns]), processor, weighting="molmo2")
+    assert answer_weights(alone, 1) == pytest.approx([0.632456] * 10, abs=1e-6)
+
+    one_turn = Conversation([("What?", "A cat.")], "vqa")
+    both = tokenize_example(Example([one_turn, two_turns]), processor, weighting="molmo2")
+    assert answer_weights(both, 1) == pytest.approx([0.816497] * 4, abs=1e-6)
+    assert answer_weights(both, 2) == pytest.approx([0.471405] * 10, abs=1e-6)
+
+    pointing = [Conversation(c.turns, "pointing") for c in (one_turn, two_turns)]
+    flat = tokenize_example(Example(pointing), processor, weighting="molmo2")  # flat 0.2, no square roots
+    assert answer_weights(flat, 1) + answer_weights(flat, 2) == pytest.approx([0.2] * 14)
+    stage1 = tokenize_example(Example([one_turn, two_turns]), processor)  # no weighting: 1.0
+    assert answer_weights(stage1, 1) + answer_weights(stage1, 2) == [1.0] * 14
 
 
 @pytest.mark.parametrize(
-    "style, base",
-    [("video_caption", 0.1), ("tracking", 0.2), ("video_pointing", 0.2), ("pointing", 0.2), ("vqa", None)],
+    "style, flat",
+    [
+        ("video_caption", 0.1),
+        ("tracking", 0.2),
+        ("video_pointing", 0.2),
+        ("video_counting", 0.2),  # VideoPoint counting: a video-pointing dataset in Molmo2
+        ("pointing", 0.2),
+        ("point_count", 0.2),
+        ("vqa", None),
+        ("caption", None),
+    ],
 )
-def test_molmo2_weight_of_each_answer_style(processor, style, base):
-    """Video captions weigh a flat 0.1, points and tracks a flat 0.2, other answers 2/sqrt(answer tokens); all
-    divided by sqrt(conversations on the example) — worked out by hand for three conversations."""
+def test_molmo2_weight_of_each_answer_style(processor, style, flat):
+    """Video captions weigh a flat 0.1, points and tracks a flat 0.2 (not divided by anything), other answers
+    2/sqrt(n)/sqrt(conversations) — here three conversations, so n leaves out the closing <|im_end|>."""
     answer = "A red circle moves from left to right. A blue square stays still."
     conversations = [Conversation([("Q?", answer)], style)] + [Conversation([("Other?", "Yes.")], "vqa")] * 2
     example = tokenize_example(Example(conversations), processor, weighting="molmo2")
-    weights = example.loss_weights[(example.annotation_ids == 1) & (example.labels != -100)]
-    n = len(processor.tokenizer.encode(answer)) + 1  # the answer and its <|im_end|>
-    want = (2 / n**0.5 if base is None else base) / 3**0.5
-    assert len(weights) == n and torch.allclose(weights, torch.full_like(weights, want))
+    n = len(processor.tokenizer.encode(answer))
+    want = flat if flat is not None else 2 / n**0.5 / 3**0.5
+    assert answer_weights(example, 1) == pytest.approx([want] * (n + 1))
 
 
 def test_video_datasets_give_tracks_and_video_points_their_styles():

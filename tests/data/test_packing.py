@@ -117,3 +117,16 @@ def test_over_long_examples_are_skipped_and_counted():
     packer = Packer(rows=1, seq_len=64)
     batches = list(packer.pack([long, short]))
     assert packer.stats.skipped_too_long == 1 and sum(b["num_examples"] for b in batches) == 1
+
+
+def test_a_skipped_example_is_named_and_a_batch_says_where_its_examples_came_from(caplog):
+    """The warning names the row (file:line) and its length; `origins` lists each packed example's (position,
+    dataset, row), which the loader stores to resume exactly."""
+    processor = Processor(crop_size=56, max_crops=0)
+    long = tokenize_example(Example([Conversation([("Tell me.", "word " * 200)])], source="a.jsonl:7"), processor)
+    short = tokenize_example(Example([Conversation([("Hi?", "Hi.")])]), processor)
+    short.origin = (5, 1, 42)
+    with caplog.at_level("WARNING", logger="nanomolmo2.data.packing"):
+        batches = list(Packer(rows=1, seq_len=64).pack([long, short]))
+    assert f"skipped a.jsonl:7: {len(long)} tokens > seq_len 64" in caplog.text
+    assert [b["origins"] for b in batches] == [[(5, 1, 42)]]

@@ -91,3 +91,16 @@ def test_exif_orientation_is_applied(cases):
 def test_marker_count_mismatch_is_an_error(processor):
     with pytest.raises(ValueError, match=re.escape("1 <|image|> markers but 2 media")):
         processor("<|image|>hi", [PIL.Image.new("RGB", (8, 8))] * 2)
+
+
+def test_margins_that_leave_nothing_of_a_crop_are_a_clear_error():
+    """A 42-px crop (3 patches) with Molmo2's default 4 + 4 patch margins cannot be tiled: a ValueError that says why,
+    not `unfold`'s "step is -70" from inside a data worker."""
+    image = PIL.Image.new("RGB", (300, 200))
+    with pytest.raises(ValueError, match=r"overlap margins \(4, 4\) leave nothing of a 3-patch crop"):
+        Processor(crop_size=42, patch_size=14, max_crops=8, overlap_margins=(4, 4)).preprocess(image)
+    with pytest.raises(ValueError, match="must sum to less than 8 patches"):
+        Processor(crop_size=112, patch_size=14, overlap_margins=(4, 4)).preprocess(image)  # 8 - 8 = 0 per step
+    assert Processor(crop_size=42, patch_size=14, max_crops=0).preprocess(image).pixel_values.shape[0] == 1
+    tiled = Processor(crop_size=126, patch_size=14, overlap_margins=(4, 4)).preprocess(image)
+    assert tiled.pixel_values.shape[1:] == (81, 588)  # 9 patches: a 1-patch step still tiles

@@ -55,9 +55,10 @@ def tiny_qwen3_folder(folder: Path, seed: int = 0) -> Qwen3ForCausalLM:
     return model
 
 
-def sharded_molmo2_folder(folder: Path, seed: int = 0) -> Molmo2ForConditionalGeneration:
+def sharded_molmo2_folder(folder: Path, seed: int = 0, config=None) -> Molmo2ForConditionalGeneration:
+    """config: a transformers Molmo2Config (default: tiny_molmo2_config())."""
     torch.manual_seed(seed)
-    model = randomize(Molmo2ForConditionalGeneration(tiny_molmo2_config()), seed)
+    model = randomize(Molmo2ForConditionalGeneration(config or tiny_molmo2_config()), seed)
     model.save_pretrained(folder)
     state = load_file(folder / "model.safetensors")
     (folder / "model.safetensors").unlink()

@@ -82,7 +82,7 @@ def test_image_urls_and_sharegpt_conversations_from_jsonl(server, tmp_path):
     assert report["rows_without_media"] == 1  # the row whose image is a 404: left out, counted
     (line,) = [json.loads(x) for x in (tmp_path / "out" / "my-chats.jsonl").read_text().splitlines()]
     assert line["annotations"] == [{"task": "chat", "messages": [
-        {"role": "user", "content": "Be brief.\n\nWhat is it?"}, {"role": "assistant", "content": "Noise."},
+        {"role": "user", "content": "System: Be brief.\nWhat is it?"}, {"role": "assistant", "content": "Noise."},
         {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "Yes."}]}]  # fmt: skip
     example = JsonlDataset(tmp_path / "out")[0]
     assert len(example.images) == 1 and example.conversations[0].turns[1] == ("Sure?", "Yes.")

@@ -174,7 +174,9 @@ def test_pixmo_image_sets_from_jsonl(server, tmp_path):
             {"image_url": page, "caption": "An HTML page served as an image.", "transcripts": []},
         ],
     )
-    assert [line["annotations"] for line in lines] == [[{"task": "caption", "caption": "A noisy picture."}]]
+    # the transcripts stay with their caption (Molmo2's stage 1 adds one of them as a second annotation)
+    expected = {"task": "caption", "caption": "A noisy picture.", "transcripts": ["um, a picture"]}
+    assert [line["annotations"] for line in lines] == [[expected]]
     assert report["rows_without_media"] == 1 and list(report["media"]["unreadable"].values())[0].startswith("unread")
 
     report, lines = run(
@@ -305,17 +307,20 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
     urls = tmp_path / "youtube_id_to_urls_mapping.json"
     urls.write_text(json.dumps({"vid1": {"gcp_url": server.url("/vid1.mp4"), "youtube_url": "https://youtu.be/x"}}))
 
-    def row(video_id, label, times, frames, clip=(None, None), unsure=False):
+    def row(video_id, label, times, frames, clip=(None, None), unsure=False, duration=1.8):
         return dict(video_id=video_id, question=f"How many {label}?", label=label, count=sum(map(len, frames)),
                     two_fps_timestamps=times, points=[[{"x": x, "y": y} for x, y in f] for f in frames],
                     raw_frames=[], raw_timestamps=times, annotator_unsure=unsure, category="object",
-                    video_duration=1.8, video_source="youtube", clip_start=clip[0], clip_end=clip[1])  # fmt: skip
+                    video_duration=duration, video_source="youtube", clip_start=clip[0], clip_end=clip[1])  # fmt: skip
 
     rows = [
         row("vid1", "red bars", [0.5, 1.0], [[(50.0, 50.0)], [(25.0, 75.0), (100.0, 100.0)]]),
         row("vid1", "cars", [], []),
         row("vid1", "birds", [0.5], [[(1.0, 1.0)]], unsure=True),
-        row("vid1", "red bars", [1.0], [[(50.0, 50.0)]], clip=(0.5, 1.5)),
+        row("vid1", "red bars", [1.0], [[(50.0, 50.0)]], clip=(0.5, 1.5), duration=100.0),  # a long video's clip
+        row("vid1", "cats", [1.0], [[(50.0, 50.0)]], clip=(0.0, 1.8)),  # a short video is used whole: line 0
+        row("vid1", "dogs", [1.0], [[(50.0, 50.0)]], duration=100.0),  # a long video without a clip
+        row("vid1", "owls", [2.0], [[(50.0, 50.0)]], clip=(0.5, 1.5), duration=100.0),  # a point outside its clip
         row("vid2", "blue bars", [0.0], [[(10.0, 20.0)]]),
         row("nowhere", "ghosts", [], []),
         row("vid1", "bad", [0.5, 1.0], [[(1.0, 1.0)]]),  # malformed: 2 timestamps, 1 frame of points
@@ -331,13 +336,18 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
     assert (lines[0]["width"], lines[0]["height"]) == (64, 48) and "clip_start" not in lines[0]
     assert lines[0]["annotations"] == [
         {"task": "counting", "label": "red bars", "points": [[0.5, 32.0, 24.0], [1.0, 16.0, 36.0], [1.0, 64.0, 48.0]],
-         "count": 3},
-        {"task": "counting", "label": "cars", "points": [], "count": 0},
+         "count": 3, "question": "How many red bars?"},
+        {"task": "counting", "label": "cars", "points": [], "count": 0, "question": "How many cars?"},
+        {"task": "counting", "label": "cats", "points": [[1.0, 32.0, 24.0]], "count": 1, "question": "How many cats?"},
     ]  # fmt: skip
     assert lines[1]["video"] == lines[0]["video"] and (lines[1]["clip_start"], lines[1]["clip_end"]) == (0.5, 1.5)
     assert lines[2]["video"] == "videos/vid2_2fps.mp4"
     assert lines[2]["annotations"][0]["points"] == [[0.0, 6.4, 9.6]]
-    assert report["skipped_rows"] == {"annotator unsure": 1}
+    assert report["skipped_rows"] == {
+        "annotator unsure": 1,
+        "long video without a clip": 1,
+        "points outside the clip": 1,
+    }
     assert report["rows_without_media"] == 1 and report["malformed_rows"] == 1
     assert report["media"]["fetched"] == 1 and server.hits["/vid1.mp4"] == 1
 
@@ -346,7 +356,7 @@ def test_videopoint_clips_times_and_pixels(server, tmp_path):
     frames, times, (width, height) = example.video.load()
     assert (width, height) == (frames.shape[2], frames.shape[1]) == (64, 48)
     conversations = example.video_conversations(times, width, height)
-    assert [c.style for c in conversations] == ["video_counting", "video_counting"]
+    assert [c.style for c in conversations] == ["video_counting"] * 3
     assert "red bars" in conversations[0].turns[0][1] and conversations[1].turns[0][1] == "There are none."
 
 
@@ -366,7 +376,7 @@ def test_tulu_chat_through_the_command_line(tmp_path, capsys):
     assert "3 rows -> 2 lines" in capsys.readouterr().out
     lines = read_lines(tmp_path / "out" / "tulu-3-sft-mixture.jsonl")
     assert lines[0]["annotations"][0]["messages"] == [
-        {"role": "user", "content": "Be brief.\n\nHi"},
+        {"role": "user", "content": "System: Be brief.\nHi"},
         {"role": "assistant", "content": "Hello!"},
     ]
     assert "image" not in lines[0] and len(lines[1]["annotations"][0]["messages"]) == 4
@@ -374,6 +384,29 @@ def test_tulu_chat_through_the_command_line(tmp_path, capsys):
     assert len(dataset) == 2 and dataset[1].conversations[0].turns == [("1+1?", "2"), ("2+2?", "4")]
     main(["prepare", "tulu-3-sft-mixture", "--from", str(table), "--out", str(tmp_path / "one"), "--limit", "1"])
     assert "1 rows -> 1 lines" in capsys.readouterr().out
+
+
+def test_from_a_downloaded_dataset_repo_reads_its_train_tables(tmp_path, capsys):
+    """`--from DIR` where DIR is a dataset repo as `hf download --repo-type dataset --local-dir DIR` leaves it: the
+    train split under DIR/data/ is read (not the test split beside it); two train folders are ambiguous."""
+    chat = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
+    schema = pa.schema([("id", pa.string()), ("messages", pa.list_(pa.struct([("role", pa.string()),
+                                                                            ("content", pa.string())])))])  # fmt: skip
+    repo = tmp_path / "tulu"
+    (repo / "data").mkdir(parents=True)
+    (repo / "README.md").write_text("# card")
+    for split, n in [("train-00000-of-00002", 2), ("train-00001-of-00002", 3), ("test-00000-of-00001", 7)]:
+        rows = [{"id": f"{split}-{i}", "messages": chat} for i in range(n)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), repo / "data" / f"{split}.parquet")
+    main(["prepare", "allenai/tulu-3-sft-mixture", "--from", str(repo), "--out", str(tmp_path / "out")])
+    assert "5 rows -> 5 lines" in capsys.readouterr().out
+    (repo / "other").mkdir()
+    (repo / "other" / "train-00000-of-00001.parquet").write_bytes(
+        (repo / "data" / "test-00000-of-00001.parquet").read_bytes()
+    )
+    with pytest.raises(SystemExit) as stop:
+        main(["prepare", "allenai/tulu-3-sft-mixture", "--from", str(repo), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and "no table at" in capsys.readouterr().err
 
 
 def test_clear_errors(tmp_path, monkeypatch, capsys):

@@ -48,6 +48,7 @@ SCHEMAS = {
     "pixmo-ask-model-anything": pa.schema(
         [("image_url", pa.string()), ("image_sha256", pa.string()), ("question", pa.string()), ("answer", pa.string())]
     ),
+    "pixmo-cap-qa": pa.schema([("image_url", pa.string()), ("question", pa.string()), ("answer", pa.string())]),
     "Molmo2-MultiImageQA": pa.schema(
         [
             ("image_urls", pa.list_(pa.string())),
@@ -118,7 +119,8 @@ def serve_image(server, seed: int, index: int, size: int) -> tuple[str, str | No
 
 
 def build_tables(server, seed: int, images: int, videos: int, size: int, work: Path) -> dict:
-    """{name: (rows, schema)} plus {"Molmo2-VideoPoint/generated_videos": {file name: bytes}}."""
+    """{name: (rows, schema)} plus {"Molmo2-VideoPoint/generated_videos": {file name: bytes}}: `images` ShapesWorld
+    images of `size` pixels (dataset `seed`) and `videos` videos; `work` is a scratch folder for the video encoder."""
     tables = {name: [] for name in SCHEMAS}
     served = [serve_image(server, seed, i, size) for i in range(images)]
     for url, sha, row in served:
@@ -141,6 +143,13 @@ def build_tables(server, seed: int, images: int, videos: int, size: int, work: P
                 tables["pixmo-ask-model-anything"].append(
                     {"image_url": url, "image_sha256": sha, "question": a["question"], "answer": a["answer"]}
                 )
+        # pixmo-cap-qa: a plain question, or earlier turns in its "[USER] ... [ASSISTANT] ..." form
+        questions = [a for a in annotations if a["task"] == "vqa"][:2]
+        if len(questions) == 2:
+            first, second = questions
+            tables["pixmo-cap-qa"].append({"image_url": url, "question": first["question"], "answer": first["answer"]})
+            turns = f"[USER] {first['question']} [ASSISTANT] {first['answer']} [USER] {second['question']} [ASSISTANT]"
+            tables["pixmo-cap-qa"].append({"image_url": url, "question": turns, "answer": second["answer"]})
     for (url_a, _, row_a), (url_b, _, row_b) in zip(served[0::2], served[1::2], strict=False):
         count_a, count_b = len(row_a["objects"]), len(row_b["objects"])
         tables["Molmo2-MultiImageQA"].append(
@@ -164,7 +173,7 @@ def build_tables(server, seed: int, images: int, videos: int, size: int, work: P
             frames = [percent([(x, y) for t2, x, y in a["points"] if t2 == t], size) for t in times]
             tables["Molmo2-VideoPoint"].append(
                 {"video_id": video_id, "video_source": "generated", "question": f"How many {a['label']} are there?",
-                 "label": a["label"], "count": len({(x, y) for _, x, y in a["points"]}), "category": "objects",
+                 "label": a["label"], "count": max(len(f) for f in frames), "category": "objects",
                  "video_duration": duration, "clip_start": 0.0, "clip_end": duration, "two_fps_timestamps": times,
                  "points": frames, "annotator_unsure": False}
             )  # fmt: skip

@@ -2,7 +2,8 @@
 folder seeded with corrupt, truncated, missing, oversized images and videos (a decompression bomb, frames over
 4K), malformed JSONL lines, non-finite and out-of-range numbers, nesting too deep to parse, media paths that leave
 the folder (absolute, `..`, a symlink) or name a FIFO, empty answers, an over-long sample and text holding special
-tokens finishes, trains on the good rows (the special-token text among them, as plain text), and reports every bad
+tokens finishes, trains on the good rows (the special-token text among them, as plain text; the over-long sample
+truncated to seq_len, as Molmo2 truncates), and reports every bad
 line with its file and line number and the reason, in the log and in the final count. Then the run folder: a
 corrupt last checkpoint is named and the resume falls back to the one before; a second run in the same folder is
 refused and destroys nothing."""
@@ -45,7 +46,6 @@ BAD_LINES = [
     ({"image": IMAGE, "annotations": [{"task": "caption", "caption": ""}]}, "non-empty text"),  # empty answers
     ({"image": IMAGE, "annotations": [{"task": "vqa", "question": "Colour?", "answer": " "}]}, "non-empty text"),
     ({"video": "videos/000000.mp4", "annotations": [{"task": "caption", "caption": ""}]}, "non-empty text"),
-    ({"image": IMAGE, "annotations": [{"task": "caption", "caption": "word " * 600}]}, "tokens > seq_len"),
     # non-finite and out-of-range numbers, nesting too deep to parse
     ('{"image": "images/000001.png", "width": 1e999, "height": 56, "annotations": []}', "1e999 is not finite"),
     (
@@ -63,9 +63,11 @@ BAD_LINES = [
     ({"image": "bad/bomb.png", "annotations": CAPTION}, "ImageTooLarge"),
     ({"video": "bad/huge.mp4", "annotations": CAPTION}, "more than the limit"),
 ]
-MALFORMED_LINES = 9  # lines 6-10 and 18-21 are no rows at all; the others are rows with unusable media or annotations
+MALFORMED_LINES = 9  # lines 6-10 and 17-20 are no rows at all; the others are rows with unusable media or annotations
 # text holding special tokens: trained on, as plain text (never an image slot or a chat turn)
 GOOD_LINES = [
+    # longer than seq_len: truncated to it and trained on, as Molmo2 does (tests/data/test_truncation.py)
+    {"image": IMAGE, "annotations": [{"task": "caption", "caption": "word " * 600}]},
     {"image": IMAGE, "annotations": [{"task": "caption", "caption": SPECIAL}, {"task": "vqa", "question": SPECIAL,
                                                                                 "answer": SPECIAL}]},
     {"annotations": [{"task": "chat", "messages": [{"role": "user", "content": SPECIAL},
@@ -125,7 +127,7 @@ def test_bad_inputs_are_skipped_reported_and_counted(tmp_path, caplog):
     ).groups()
     assert int(count) == last["skipped_items"] >= len(bad_lines) - MALFORMED_LINES
     assert int(malformed) == MALFORMED_LINES
-    for reason in ("UnidentifiedImageError", "OSError", "FileNotFoundError", "VideoError", "ValueError", "too long",
+    for reason in ("UnidentifiedImageError", "OSError", "FileNotFoundError", "VideoError", "ValueError",
                    "ImageTooLarge", "MediaPathError"):  # fmt: skip
         assert re.search(rf"\b{reason} \d+", reasons), (reason, reasons)
 

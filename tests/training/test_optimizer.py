@@ -1,12 +1,14 @@
-"""The learning-rate schedule and the optimizer's parameter groups."""
+"""The learning-rate schedule, the optimizer's parameter groups and their gradient clipping."""
 
 import math
 
 import pytest
+import torch
 
 from nanomolmo2.models import NanoMolmo2
 from nanomolmo2.training.optimizer import (
     build_optimizer,
+    clip_each_group,
     freeze_components,
     lr_factor,
     set_learning_rates,
@@ -14,6 +16,16 @@ from nanomolmo2.training.optimizer import (
 )
 
 from .conftest import tiny_config
+
+
+def test_each_group_is_clipped_on_its_own():
+    """LLM gradients [3, 4] (norm 5) and connector gradients [0.3, 0.4] (norm 0.5), limit 1: the LLM's are scaled
+    by 1 / (5 + 1e-6), the connector's stay; one global clip would have scaled both by 1 / sqrt(25.25)."""
+    llm, connector = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    llm.grad, connector.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.3, 0.4])
+    clip_each_group({"connector": [connector], "llm": [llm]}, torch.tensor([0.5, 5.0]), 1.0)
+    assert llm.grad.tolist() == pytest.approx([3 / 5.000001, 4 / 5.000001], rel=1e-7)
+    assert connector.grad.tolist() == pytest.approx([0.3, 0.4], rel=1e-7)
 
 
 def test_schedule_values():

@@ -1,9 +1,10 @@
 """One optimizer step against references written from the definitions, not from the trainer's own code.
 
-The reference loss of a step is computed from full logits with `F.cross_entropy` / `logsumexp`: the sum over
-every loss token of every micro-batch, divided by the step's total number of loss tokens. The trainer must give
-that loss and its gradients, whatever the split into micro-batches; clipping, z-loss and loss weights must
-change the step exactly as computed by hand.
+The reference loss of a step is computed from full logits with `F.cross_entropy` / `logsumexp`: the weighted sum
+over every loss token of every micro-batch, divided by the step's total loss weight (Molmo2's normaliser; the
+number of loss tokens when every weight is 1). The trainer must give that loss and its gradients, whatever the
+split into micro-batches; per-group clipping, z-loss and loss weights must change the step exactly as computed
+by hand.
 """
 
 import copy
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from nanomolmo2.models import NanoMolmo2
 from nanomolmo2.tokens import IGNORE_INDEX
-from nanomolmo2.training.trainer import Trainer
+from nanomolmo2.training.trainer import Trainer, loss_weight_sum
 
 from .conftest import tiny_config
 
@@ -38,8 +39,8 @@ def take_step(trainer: Trainer) -> tuple[dict, list[dict], dict[str, torch.Tenso
 
 
 def reference_loss(model: NanoMolmo2, batches: list[dict], z_loss: float = 0.0) -> torch.Tensor:
-    """(sum over all loss tokens of weight * (CE + z * logsumexp^2)) / (number of loss tokens), from full logits."""
-    total, count = torch.zeros(()), 0
+    """(sum over all loss tokens of weight * (CE + z * logsumexp^2)) / (sum of their weights), from full logits."""
+    total, weight_sum = torch.zeros(()), 0.0
     for batch in batches:
         inputs = {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in ("labels", "loss_weights")}
         logits = model(**inputs).logits.float()[:, :-1]  # [B, L-1, vocab]: position i predicts token i+1
@@ -49,8 +50,8 @@ def reference_loss(model: NanoMolmo2, batches: list[dict], z_loss: float = 0.0) 
         loss = F.cross_entropy(token_logits, targets, reduction="none")
         loss = loss + z_loss * torch.logsumexp(token_logits, dim=-1).square()
         total = total + (loss * batch["loss_weights"][:, 1:][keep]).sum()
-        count += int(keep.sum())
-    return total / count
+        weight_sum += float(batch["loss_weights"][:, 1:][keep].sum())
+    return total / weight_sum
 
 
 def reference_gradients(model: NanoMolmo2, loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -86,15 +87,30 @@ def test_two_micro_batches_equal_one_forward_over_both(trainer_factory):
     assert_close(grads, reference_gradients(before, want))
 
 
-def test_gradient_clipping_scales_the_gradients_to_the_limit(trainer_factory):
+def group_of(name: str) -> str:
+    """Molmo2's clipping groups by parameter name: the 128 new embedding rows go with the connector."""
+    if name.startswith("vision."):
+        return "vision"
+    return "connector" if name.startswith("connector.") or name.endswith("embed_tokens.new_weight") else "llm"
+
+
+def test_gradient_clipping_scales_each_group_to_the_limit(trainer_factory):
+    """grad_clip applies to the LLM and the connector (incl. the new token rows) separately: each group is scaled
+    by limit / its own norm; the reported grad_norm is the norm of all gradients before clipping."""
     trainer, before = trainer_factory(grad_clip=1e-3)
     metrics, batches, grads = take_step(trainer)
     want = reference_gradients(before, reference_loss(before, batches))
-    norm = math.sqrt(sum(float(g.double().square().sum()) for g in want.values()))
-    assert norm > 1e-3 and metrics["grad_norm"] == pytest.approx(norm, rel=1e-4)  # the norm before clipping
-    assert_close(grads, {n: g * (1e-3 / norm) for n, g in want.items()}, atol=1e-10)
-    clipped = math.sqrt(sum(float(g.double().square().sum()) for g in grads.values()))
-    assert clipped == pytest.approx(1e-3, rel=1e-4)
+    norms = {}
+    for name, g in want.items():
+        norms[group_of(name)] = norms.get(group_of(name), 0.0) + float(g.double().square().sum())
+    norms = {k: math.sqrt(v) for k, v in norms.items()}
+    assert set(norms) == {"connector", "llm"} and min(norms.values()) > 1e-3
+    assert metrics["grad_norms"] == pytest.approx(norms, rel=1e-4)  # per group, before clipping
+    assert metrics["grad_norm"] == pytest.approx(math.sqrt(sum(v * v for v in norms.values())), rel=1e-4)
+    assert_close(grads, {n: g * (1e-3 / (norms[group_of(n)] + 1e-6)) for n, g in want.items()}, atol=1e-10)
+    for group in norms:
+        clipped = math.sqrt(sum(float(g.double().square().sum()) for n, g in grads.items() if group_of(n) == group))
+        assert clipped == pytest.approx(1e-3, rel=1e-4)
 
 
 def test_z_loss_adds_logsumexp_squared(trainer_factory):
@@ -107,8 +123,10 @@ def test_z_loss_adds_logsumexp_squared(trainer_factory):
 
 
 def test_molmo2_loss_weighting_reaches_the_step(trainer_factory):
-    """With loss_weighting = "molmo2" every answer of an example is weighted by Molmo2's rule (checked per answer
-    from the batch's annotation ids), and the step's loss is the weighted sum / loss tokens."""
+    """With loss_weighting = "molmo2" every conversation of an example is weighted by Molmo2's rule (checked from
+    the batch's annotation ids): 0.2 or 0.1 flat, or 2/sqrt(n) over all its loss tokens, with / sqrt(K) and the
+    final <|im_end|> left out of n when the example has K > 1 conversations. The loss is divided by the step's
+    total loss weight, which differs from its number of loss tokens here."""
     trainer, before = trainer_factory(loss_weighting="molmo2")
     metrics, batches, grads = take_step(trainer)
     not_one = 0
@@ -125,14 +143,29 @@ def test_molmo2_loss_weighting_reaches_the_step(trainer_factory):
                     n = int(answer.sum())
                     if n == 0:
                         continue
-                    assert torch.all(weight == weight[0])  # one weight per (single-turn) answer
-                    rules = [2 / math.sqrt(n), 0.2, 0.1]  # length rule, points, video captions
-                    assert any(abs(float(weight[0]) - r / math.sqrt(conversations)) < 1e-6 for r in rules)
+                    assert torch.all(weight == weight[0])  # one weight per conversation
+                    length_rule = (
+                        2 / math.sqrt(n) if conversations == 1 else 2 / math.sqrt(n - 1) / math.sqrt(conversations)
+                    )
+                    assert any(abs(float(weight[0]) - r) < 1e-6 for r in (length_rule, 0.2, 0.1))
                     not_one += abs(float(weight[0]) - 1.0) > 1e-6
     assert not_one > 0
+    weight_sum = sum(float(b["loss_weights"].sum()) for b in batches)
+    assert abs(weight_sum - sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)) > 1
     want = reference_loss(before, batches)
     assert metrics["loss"] == pytest.approx(float(want), rel=1e-5)
     assert_close(grads, reference_gradients(before, want))
+
+
+def test_the_normaliser_is_the_sum_of_loss_weights():
+    """Two micro-batches with weights [0.5, 0.5] and [2.0] on their loss tokens: the step divides by 3."""
+    first = {"labels": torch.tensor([[9, 5, 6, IGNORE_INDEX]]), "loss_weights": torch.tensor([[0.0, 0.5, 0.5, 0.0]])}
+    second = {"labels": torch.tensor([[IGNORE_INDEX, 7]]), "loss_weights": torch.tensor([[0.0, 2.0]])}
+    assert loss_weight_sum(first) + loss_weight_sum(second) == 3.0
+    # the first position's label is never a target, and positions without a label never count
+    assert (
+        loss_weight_sum({"labels": torch.tensor([[5, IGNORE_INDEX]]), "loss_weights": torch.tensor([[4.0, 1.0]])}) == 0
+    )
 
 
 def test_bad_step_counter_counts_only_steps_in_a_row(trainer_factory):

@@ -116,7 +116,7 @@ def test_a_run_logs_to_tensorboard_and_wandb_offline_and_writes_its_model_card(s
         assert f"| {rate:g} | {', '.join(kinds)} |" in card.text
     val_loss = [m["val_loss"] for m in lines if "val_loss" in m][-1]
     assert f"| val_loss | {val_loss:.4f} |" in card.text
-    assert "Molmo2ForConditionalGeneration.from_pretrained" in card.text and "NanoMolmo2.from_pretrained" in card.text
+    assert "AutoModelForImageTextToText.from_pretrained" in card.text and "NanoMolmo2.from_pretrained" in card.text
 
 
 def test_evaluation_numbers_are_added_to_a_card(tmp_path):
@@ -129,3 +129,15 @@ def test_evaluation_numbers_are_added_to_a_card(tmp_path):
     assert "Not evaluated" not in text and text.endswith("## Use\n\nsoon\n")
     assert text.index("| point_f1 | 0.5000 |") < text.index("Again.") < text.index("| count_accuracy | 0.7500 |")
     assert not add_evaluation(tmp_path / "elsewhere", {"x": 1.0}, "")
+
+
+def test_the_card_shows_mixture_entries_of_every_form():
+    """The packaged stage-2 mixture names datasets as strings and as tables (a size standing in, optional sets)."""
+    from nanomolmo2.training.config import load_config
+    from nanomolmo2.training.model_card import training
+
+    text = training(load_config("stage2"), 10, {})
+    assert "| 0.15 | pixmo-ask-model-anything, pixmo-cap (as 100,000 rows), pixmo-cap-qa, Molmo2-MultiImageQA |" in text
+    assert "| 0.25 | ChartQA (optional), DocumentVQA (optional)," in text
+    mixture = [[1, ["images:caption,vqa", {"name": "x", "rate": 0.5}]]]
+    assert "| 1 | images:caption,vqa, x x0.5 |" in training(load_config("stage1", {"mixture": mixture}), 1, {})

@@ -1,0 +1,1 @@
+"""The offline dress rehearsal of the real training path (`make rehearsal`): run.py."""
