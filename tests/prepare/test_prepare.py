@@ -14,6 +14,7 @@ from nanomolmo2.cli import main
 from nanomolmo2.data.datasets import JsonlDataset, PointingDataset, TextDataset, VideoDataset, VQADataset
 from nanomolmo2.prepare.command import prepare
 from nanomolmo2.prepare.videos import VideoSources
+from tests.rehearsal.tables import SCHEMAS, XY
 
 from .test_download import (
     MediaServer,
@@ -26,17 +27,7 @@ from .test_download import (
     sha256,
 )
 
-XY = pa.struct([("x", pa.float64()), ("y", pa.float64())])
-PIXMO_POINTS = pa.schema(
-    [
-        ("image_url", pa.string()),
-        ("image_sha256", pa.string()),
-        ("points", pa.list_(XY)),
-        ("count", pa.int64()),
-        ("label", pa.string()),
-        ("collection_method", pa.string()),
-    ]
-)
+PIXMO_POINTS, MULTI_IMAGE_QA = SCHEMAS["pixmo-points"], SCHEMAS["Molmo2-MultiImageQA"]  # the tables' real layouts
 VIDEO_POINT = pa.schema(
     [
         ("video_id", pa.string()),
@@ -53,12 +44,6 @@ VIDEO_POINT = pa.schema(
         ("video_source", pa.string()),
         ("clip_start", pa.float64()),
         ("clip_end", pa.float64()),
-    ]
-)
-MULTI_IMAGE_QA = pa.schema(
-    [
-        ("image_urls", pa.list_(pa.string())),
-        ("qa_pairs", pa.list_(pa.struct([("question", pa.string()), ("answer", pa.string())]))),
     ]
 )
 
