@@ -408,15 +408,15 @@ def smoke_test(mode: str, data: Path, folder: Path, end: float) -> dict:
     return result
 
 
-def run_smoke_tests(end: float) -> list[dict]:
-    """Both smoke tests, each launch stopped at `end` (a time.perf_counter() value) at the latest."""
+def run_smoke_tests(end: float, modes: tuple[str, ...] = ("ddp", "fsdp")) -> list[dict]:
+    """The smoke test of each mode, each launch stopped at `end` (a time.perf_counter() value) at the latest."""
     from nanomolmo2.shapesworld.images import write_shapesworld
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanomolmo2-smoke-") as tmp:
         data = Path(tmp) / "data"
         write_shapesworld(data, num_images=24, seed=0, image_size=56)
-        for mode in ("ddp", "fsdp"):
+        for mode in modes:
             row = {"name": f"smoke-{mode}", "status": "ok"}
             try:
                 row.update(smoke_test(mode, data, Path(tmp), end))
@@ -438,6 +438,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 4, tiny 1)")
     parser.add_argument("--time-limit", type=float, default=560.0, help="seconds for everything (default 560)")
     parser.add_argument("--no-smoke", action="store_true", help="skip the 2-rank smoke test")
+    parser.add_argument("--smoke", default="ddp,fsdp", help="the smoke tests' modes (default: ddp,fsdp)")
     parser.add_argument("--fail-config", default="", help="a configuration name made to fail (tests the exit status)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--no-append", action="store_true", help="print only, do not append to bench/RESULTS.md")
@@ -479,7 +480,7 @@ def main() -> int:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the smoke test's processes may use this GPU
-    smoke = [] if args.no_smoke else run_smoke_tests(end=begin + args.time_limit)
+    smoke = [] if args.no_smoke else run_smoke_tests(begin + args.time_limit, tuple(args.smoke.split(",")))
 
     header = ["config", "attention kernel", "act. ckpt", "compiled", "crops", "loss tokens", "mean context", "steps",
               "warm-up s", "s/step", "tokens/s", "model TFLOP/s", "MFU", "peak alloc GiB", "peak reserved GiB",

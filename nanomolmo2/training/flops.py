@@ -67,7 +67,13 @@ def vision_flops_per_crop(config: NanoMolmo2Config, trained: bool = False) -> fl
 def _group_counts(columns: torch.Tensor, include: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For every position q of `columns` `[N, c]`: how many k <= q, and how many k in all, have the same
     columns as q and include[k]."""
-    groups = torch.unique(columns, dim=0, return_inverse=True)[1]  # [N] group of each position
+    # One int64 key per row (mixed radix over the columns): torch.unique over rows (dim=0) compares them one
+    # pair at a time on CPUs, ~30 ms per micro-batch; over scalars it is a sort.
+    key = torch.zeros(columns.shape[0], dtype=torch.long)
+    for column in columns.long().T:
+        column = column - column.min()
+        key = key * (int(column.max()) + 1) + column
+    groups = torch.unique(key, return_inverse=True)[1]  # [N] group of each position
     include = include.long()
     total = torch.zeros(int(groups.max()) + 1, dtype=torch.long).index_add_(0, groups, include)[groups]
     order = torch.sort(groups, stable=True).indices  # group by group, positions in order within each

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer as RustTokenizer
 
 from nanomolmo2.data.chat import prompt
 from nanomolmo2.data.processor import Processor
@@ -82,8 +83,11 @@ def test_the_demo_options_round_trip(tmp_path):
 
 
 def test_the_tokenizer_given_is_the_one_shipped(tmp_path):
-    custom = Tokenizer()
-    custom._tok.add_tokens(["<|shape|>"])  # at 151946, after Molmo2's tokens
+    extended = RustTokenizer.from_str(Tokenizer().to_json())  # a copy: tokenizers are shared, never changed
+    extended.add_tokens(["<|shape|>"])  # at 151946, after Molmo2's tokens
+    (tmp_path / "source").mkdir()
+    extended.save(str(tmp_path / "source" / "tokenizer.json"))
+    custom = Tokenizer(tmp_path / "source")
     NanoMolmo2(NanoMolmo2Config.tiny()).save_pretrained(tmp_path, tokenizer=custom.to_json())
     assert checkpoint_tokenizer(tmp_path).token_to_id("<|shape|>") == 151946
     assert open_model(tmp_path, "fp32", "cpu")[1].tokenizer.token_to_id("<|shape|>") == 151946  # chat, serve, eval

@@ -49,6 +49,7 @@ def tiny_config(data: Path, out: Path, stage: int = 1, **overrides):
         "max_frames": 6,
         "num_workers": 0,
         "dtype": "float32",  # exact comparisons (resume == straight run) hold in fp32 on any CPU
+        "output_vocabulary": "data",  # a head over the data's tokens: 8x faster steps than over all 151,936
         "max_steps": 6,
         "save_every": 0,
         "eval_every": 0,

@@ -3,6 +3,8 @@ that tokenizer (the files transformers needs to serve it are checked in tests/fo
 
 import json
 
+from tokenizers import Tokenizer as RustTokenizer
+
 from nanomolmo2.data.tokenizer import Tokenizer
 from nanomolmo2.models import NanoMolmo2
 from nanomolmo2.training.trainer import Trainer
@@ -15,9 +17,9 @@ SERVING_FILES |= {"processor_config.json", "preprocessor_config.json", "video_pr
 
 def test_training_uses_and_ships_the_tokenizer_of_its_starting_checkpoint(shapes_data, tmp_path):
     start = tiny_config(shapes_data, tmp_path / "unused")
-    tokenizer = Tokenizer()
-    tokenizer._tok.add_tokens(["<|shape|>"])  # a tokenizer only this checkpoint has: id 151946
-    NanoMolmo2(start.model).save_pretrained(tmp_path / "start", tokenizer=tokenizer.to_json())
+    tokenizer = RustTokenizer.from_str(Tokenizer().to_json())  # a copy: tokenizers are shared, never changed
+    tokenizer.add_tokens(["<|shape|>"])  # a tokenizer only this checkpoint has: id 151946
+    NanoMolmo2(start.model).save_pretrained(tmp_path / "start", tokenizer=tokenizer.to_str())
 
     trainer = Trainer(tiny_config(shapes_data, tmp_path / "run", max_steps=1, init_from=str(tmp_path / "start")))
     try:

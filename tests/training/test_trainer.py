@@ -91,13 +91,20 @@ def test_keep_last_k(shapes_data, tmp_path):
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_5", "step_6"]
 
 
+@pytest.fixture(scope="module")
+def stage1_final(shapes_data, tmp_path_factory) -> Path:
+    """A 2-step stage-1 model for stages 2 and 3 to start from."""
+    out = tmp_path_factory.mktemp("stage1")
+    run(tiny_config(shapes_data, out, max_steps=2))
+    return out / "final"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2, 3])
-def test_loss_falls_on_every_stage(shapes_data, tmp_path, stage):
+def test_loss_falls_on_every_stage(shapes_data, tmp_path, stage, request):
     overrides = {"max_steps": 25, "lr_connector": 3e-3, "lr_llm": 3e-3, "activation_checkpointing": stage == 3}
     if stage > 1:
-        run(tiny_config(shapes_data, tmp_path / "stage1", max_steps=2))
-        overrides["init_from"] = str(tmp_path / "stage1" / "final")
+        overrides["init_from"] = str(request.getfixturevalue("stage1_final"))
     run(tiny_config(shapes_data, tmp_path / "run", stage=stage, **overrides))
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -119,37 +126,53 @@ def torchrun(config_overrides: dict, nproc: int, out) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one(shapes_data, tmp_path, mode):
-    """2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same loss every step."""
+def distributed_settings(data, **overrides) -> dict:
+    """4 sequences per step as 2 micro-batches of 2: on 2 ranks, one micro-batch each; fp32 for exact comparisons."""
     from .conftest import SMALL_MODEL
 
-    common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
-              "max_steps": 4, "save_every": 0, "eval_every": 0, "num_workers": 0, "warmup_connector": 1,
-              "warmup_llm": 1, "dtype": "float32"}  # fmt: skip
-    one = torchrun({**common, "distributed": mode}, 1, tmp_path / "one")
-    two = torchrun({**common, "distributed": mode}, 2, tmp_path / "two")
-    assert len(one) == len(two) == 4
-    assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two, strict=True)), (one, two)
+    return {**SMALL_MODEL, "data": data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2, "max_steps": 4,
+            "save_every": 0, "eval_every": 0, "num_workers": 0, "warmup_connector": 1, "warmup_llm": 1,
+            "dtype": "float32", "output_vocabulary": "data", **overrides}  # fmt: skip
+
+
+def same_losses(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def fsdp_two_ranks(shapes_data, tmp_path_factory):
+    """4 steps on 2 FSDP2 ranks, checkpoints at steps 2 and 4 (one run serves both FSDP tests: launches are slow)."""
+    out = tmp_path_factory.mktemp("fsdp") / "two"
+    losses = torchrun(distributed_settings(shapes_data, distributed="fsdp", save_every=2, keep_last=3), 2, out)
+    return out, losses
 
 
 @pytest.mark.slow
-def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, tmp_path):
-    """Train 4 steps on 2 FSDP2 ranks (checkpoint at step 2); resume step 2 on 1 process: same losses."""
+def test_two_ddp_processes_match_one(shapes_data, tmp_path):
+    """2 ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches: the same loss every step."""
+    one = torchrun(distributed_settings(shapes_data, distributed="ddp"), 1, tmp_path / "one")
+    two = torchrun(distributed_settings(shapes_data, distributed="ddp"), 2, tmp_path / "two")
+    assert len(one) == 4 and same_losses(one, two), (one, two)
+
+
+@pytest.mark.slow
+def test_two_fsdp_processes_match_one(shapes_data, fsdp_two_ranks, tmp_path):
+    """The same with FSDP2 (saving checkpoints does not change a step)."""
+    one = torchrun(distributed_settings(shapes_data, distributed="fsdp"), 1, tmp_path / "one")
+    assert len(one) == 4 and same_losses(one, fsdp_two_ranks[1]), (one, fsdp_two_ranks[1])
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_resumes_on_a_different_world_size(shapes_data, fsdp_two_ranks, tmp_path):
+    """The 2-rank FSDP2 run's step-2 checkpoint resumed on 1 process: the same losses at steps 3 and 4."""
     import shutil
 
-    from .conftest import SMALL_MODEL
-
-    common = {**SMALL_MODEL, "data": shapes_data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2,
-              "max_steps": 4, "save_every": 2, "keep_last": 3, "eval_every": 0, "num_workers": 0,
-              "warmup_connector": 1, "warmup_llm": 1, "distributed": "fsdp", "dtype": "float32"}  # fmt: skip
-    two = torchrun(common, 2, tmp_path / "two")
-    assert (tmp_path / "two" / "checkpoints" / "step_2" / "dcp").is_dir()
-    shutil.copytree(tmp_path / "two" / "checkpoints" / "step_2", tmp_path / "from_step_2")
-    one = torchrun({**common, "resume_from": tmp_path / "from_step_2"}, 1, tmp_path / "one")
-    assert len(one) == 2
-    assert all(abs(a - b) <= 1e-5 * abs(a) for a, b in zip(one, two[2:], strict=True)), (one, two)
+    two, losses = fsdp_two_ranks
+    assert (two / "checkpoints" / "step_2" / "dcp").is_dir()
+    shutil.copytree(two / "checkpoints" / "step_2", tmp_path / "from_step_2")
+    settings = distributed_settings(shapes_data, distributed="fsdp", save_every=2, keep_last=3)
+    one = torchrun({**settings, "resume_from": tmp_path / "from_step_2"}, 1, tmp_path / "one")
+    assert same_losses(one, losses[2:]), (one, losses)
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(shapes_data, tmp_path):
