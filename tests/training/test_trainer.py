@@ -17,7 +17,7 @@ from nanomolmo2.training import checkpoint as checkpoint_module
 from nanomolmo2.training.checkpoint import checkpoint_dirs, resolve_checkpoint
 from nanomolmo2.training.trainer import Trainer, run
 
-from .conftest import tiny_config
+from .conftest import SMALL_MODEL, tiny_config
 
 
 def weights(run_dir, step):
@@ -128,8 +128,6 @@ def torchrun(config_overrides: dict, nproc: int, out) -> list[float]:
 
 def distributed_settings(data, **overrides) -> dict:
     """4 sequences per step as 2 micro-batches of 2: on 2 ranks, one micro-batch each; fp32 for exact comparisons."""
-    from .conftest import SMALL_MODEL
-
     return {**SMALL_MODEL, "data": data, "seq_len": 384, "batch_size": 4, "micro_batch_size": 2, "max_steps": 4,
             "save_every": 0, "eval_every": 0, "num_workers": 0, "warmup_connector": 1, "warmup_llm": 1,
             "dtype": "float32", "output_vocabulary": "data", **overrides}  # fmt: skip
