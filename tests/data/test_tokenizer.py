@@ -192,6 +192,18 @@ def test_molmo2_tokens_at_wrong_ids_raise(tmp_path):
         Tokenizer(tmp_path)
 
 
+def test_a_file_is_parsed_once_and_a_rewritten_file_again(tmp_path):
+    """Tokenizers are shared per file version: the same file gives the same parsed tokenizer; once the file is
+    replaced (another size or time), the new contents are read, never the old cached ones."""
+    shutil.copy(QWEN_FILE, tmp_path / "tokenizer.json")
+    first, second = Tokenizer(tmp_path), Tokenizer(tmp_path)
+    assert first._tok is second._tok and first.token_to_id("<|shape|>") is None
+    raw = RawTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    raw.add_tokens(["<|shape|>"])
+    raw.save(str(tmp_path / "tokenizer.json"))
+    assert Tokenizer(tmp_path).token_to_id("<|shape|>") is not None
+
+
 def test_folder_without_tokenizer_json(tmp_path):
     with pytest.raises(TokenizerError, match=str(tmp_path)):
         Tokenizer(tmp_path)
