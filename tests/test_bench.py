@@ -94,7 +94,7 @@ def test_vs_transformers_quick_runs():
         "generate: decode only (3 tokens after the first)",
     ]
     for name, row in rows.items():
-        if row["ours"] == "-":  # decode time = end to end - prefill: noise may leave nothing (the script says so)
+        if "-" in (row["ours"], row["transformers"]):  # decode = end to end - prefill: noise may leave nothing
             assert name.startswith("generate: decode only") and row["speed-up"] == "-"
             continue
         ours, theirs = float(row["ours"]), float(row["transformers"])
