@@ -137,3 +137,19 @@ def test_gpu_bench_kernel_gate_on_cuda_event_names():
     assert attention_kernel(compiled, pooling, "flex", cuda).startswith("flex (triton_tem_fused_flex_attention")
     with pytest.raises(KernelError, match="no compiled FlexAttention kernel"):
         attention_kernel(efficient | {"aten::bmm", "aten::_softmax"}, [], "flex", cuda)  # the dense reference
+
+
+@pytest.mark.slow
+def test_decode_floor_quick_runs():
+    """The decoding budget is what its formula says of the row above it, and the verdict follows the numbers."""
+    out = run("decode_floor.py", "--quick")
+    rows = {r["measure"]: r for r in published_tables(out)["Generation: the decoding budget for an end-to-end goal"]}
+    prefill, call = float(rows["prefill (s)"]["ours"]), float(rows["whole call, 4 tokens (s)"]["transformers"])
+    budget = float(rows["budget per decoded token for 1.5x end to end (ms)"]["ours"])
+    assert budget == pytest.approx((call / 1.5 - prefill) / 3 * 1e3, abs=1e-3 * (call + prefill) * 1e3)
+    parts = {name: float(rows[name]["ours"]) for name in rows if name.startswith("our ")}
+    assert len(parts) == 4 and all(v > 0 for v in parts.values())
+    floor = parts["our step, alone (ms)"] + parts["our screened head, alone (ms)"]
+    if abs(floor - budget) > 0.01 * budget:  # printed to 4 digits: the verdict is only checkable off the boundary
+        assert f"ms per token: {'within' if floor <= budget else 'over'} the" in out
+    assert "greedy tokens identical to transformers' = True" in out
