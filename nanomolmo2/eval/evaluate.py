@@ -18,7 +18,7 @@ so that every kind of question is asked across the rows.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +184,17 @@ def summarize(values: dict[str, list[float]], prefix: str = "") -> dict[str, flo
     return out
 
 
+def first_of_each_kind(queries: list[Query], limit: int | None) -> list[Query]:
+    """The first `limit` queries of each kind, in their order (all of them when limit is None)."""
+    taken = Counter()
+    kept = []
+    for query in queries:
+        taken[query.kind] += 1
+        if limit is None or taken[query.kind] <= limit:
+            kept.append(query)
+    return kept
+
+
 def evaluate(
     model: NanoMolmo2,
     processor: Processor,
@@ -193,9 +204,11 @@ def evaluate(
     blank: bool = True,
     batch_size: int = 32,
     per_kind: int = 2,
+    blank_limit: int | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Metrics (means over queries, with their standard errors) and the per-query records; with `blank`, the image
-    and video metrics again with blank images and blank frames (`blank_*`): the gap shows the model looks."""
+    and video metrics again with blank images and blank frames (`blank_*`): the gap shows the model looks.
+    blank_limit: ask the blank variants of the first `blank_limit` queries of each kind only (None: of all)."""
     folder = Path(folder)
     queries = image_queries(folder, limit, per_kind) + text_queries(folder, limit)
     if any(f.name == "videos.jsonl" for f in jsonl_files(folder)):
@@ -209,7 +222,7 @@ def evaluate(
         records.append({"kind": query.kind, "question": query.request.question, "answer": answer, **scores})
     metrics = summarize(values)
     if blank:
-        seeing = [q for q in queries if q.kind in IMAGE_KINDS + VIDEO_KINDS]
+        seeing = first_of_each_kind([q for q in queries if q.kind in IMAGE_KINDS + VIDEO_KINDS], blank_limit)
         blanked = [Query(q.kind, blank_request(q.request), q.truth, q.row, q.root) for q in seeing]
         blank_values = defaultdict(list)
         for query, answer in zip(seeing, answer_all(model, processor, blanked, batch_size), strict=True):

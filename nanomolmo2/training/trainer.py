@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -58,6 +59,9 @@ from .run_folder import hold_run_folder, truncate_metrics
 from .tracking import Tracker, data_summary, group_grad_norms
 
 log = logging.getLogger(__name__)
+
+# torch.compile generates C++ for the CPU (inductor) and builds it with one of these
+CPU_COMPILERS = ("g++", "c++", "clang++")
 
 
 def loss_weight_sum(batch: dict) -> float:
@@ -133,8 +137,11 @@ class Trainer:
         model.llm.attention = attention
         if config.activation_checkpointing:
             model.llm.gradient_checkpointing = True
-        if config.compile:
-            for block in model.llm.layers:
+        if config.compile and env.device.type == "cpu" and not any(map(shutil.which, CPU_COMPILERS)):
+            log.warning("compile = true: torch.compile needs a C++ compiler on a CPU (%s), none found: training "
+                        "uncompiled", ", ".join(CPU_COMPILERS))  # fmt: skip
+        elif config.compile:
+            for block in model.llm.layers:  # the decoder blocks: static shapes (packed rows of seq_len)
                 block.compile()
         self.model = wrap_model(model, env, config.distributed, param_dtype=self.autocast)
         self.trainable = trainable_groups(model)  # after wrapping: FSDP2 replaces the parameters

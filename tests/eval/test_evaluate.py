@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from nanomolmo2.data.processor import Processor
-from nanomolmo2.eval.evaluate import Query, blank_request, image_queries, score, summarize, video_queries
+from nanomolmo2.eval.evaluate import (
+    Query,
+    blank_request,
+    first_of_each_kind,
+    image_queries,
+    score,
+    summarize,
+    video_queries,
+)
 from nanomolmo2.eval.generation import Request, generate_answers
 from nanomolmo2.models import NanoMolmo2, NanoMolmo2Config
 from nanomolmo2.models.attention import build_attention_mask
@@ -131,3 +139,13 @@ def test_rows_take_their_questions_in_turn(tmp_path):
     assert len(images) == 12 and sum(q.request.question != f for q, f in zip(images, firsts, strict=True)) >= 6
     videos = [q for q in video_queries(tmp_path, 16, per_kind=1) if q.kind == "video_qa"]
     assert len({q.request.question.split(" the ")[0] for q in videos}) >= 3  # several kinds of question, not one
+
+
+def test_blank_variants_of_the_first_queries_of_each_kind():
+    queries = [Query(kind, Request(f"{kind} {i}"), None, {}, None) for i in range(4) for kind in ("vqa", "point")]
+    kept = first_of_each_kind(queries, 3)
+    assert [(q.kind, q.request.question) for q in kept] == [
+        ("vqa", "vqa 0"), ("point", "point 0"), ("vqa", "vqa 1"), ("point", "point 1"), ("vqa", "vqa 2"),
+        ("point", "point 2"),
+    ]  # fmt: skip
+    assert first_of_each_kind(queries, None) == queries

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from nanomolmo2.models import NanoMolmo2
 from nanomolmo2.training import checkpoint as checkpoint_module
+from nanomolmo2.training import trainer as trainer_module
 from nanomolmo2.training.checkpoint import checkpoint_dirs, resolve_checkpoint
 from nanomolmo2.training.trainer import Trainer, run
 
@@ -53,6 +54,19 @@ def test_frozen_encoder_is_unchanged_and_final_model_loads(shapes_data, tmp_path
     final = NanoMolmo2.from_pretrained(tmp_path / "run" / "final")
     assert torch.equal(final.vision.pos_embed, trainer.model.vision.pos_embed)
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+@pytest.mark.parametrize("has_compiler", [True, False])
+def test_compile_needs_a_cpu_compiler_or_says_it_trains_uncompiled(shapes_data, tmp_path, monkeypatch, caplog,
+                                                                   has_compiler):  # fmt: skip
+    """compile = true wraps the decoder blocks in torch.compile; on a CPU with no C++ compiler (inductor could not
+    build its kernels: the first step would crash) it warns and trains uncompiled instead."""
+    if not has_compiler:
+        monkeypatch.setattr(trainer_module.shutil, "which", lambda name: None)
+    trainer = Trainer(tiny_config(shapes_data, tmp_path / "run", compile=True))
+    compiled = [block._compiled_call_impl is not None for block in trainer.model.llm.layers]
+    assert compiled == [has_compiler] * len(compiled)
+    assert ("needs a C++ compiler" in caplog.text) == (not has_compiler)
 
 
 def test_full_disk_during_save_fails_loudly_and_keeps_the_previous_checkpoint(shapes_data, tmp_path, monkeypatch):
