@@ -7,7 +7,8 @@ its example (annotation order, transcript, crops: datasets.py), so they change b
 An item that cannot be used (a missing or corrupt image, a media path outside the data folder, a malformed
 annotation, `<im_patch>` slots that do not match the vision tokens, media that alone fill `seq_len`) is logged with
 its file:line and the reason, counted (`DataStream.skipped`, by reason), and skipped: one row can never stop the
-stream, nor a resumed one.
+stream, nor a resumed one. Data unusable as a whole does: 1,000 unusable items in a row, or more than half of the
+last 1,000 (a missing media folder under a mixture that also holds text), stop it with the reason.
 
 One stream serves all the data shards of a rank (one per micro-batch of a step: shards are what makes a step's
 data the same on 1 process or 8) with ONE pool of workers: the positions of the shards are handed out in turn,
@@ -30,7 +31,7 @@ import logging
 import queue
 import threading
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -60,6 +61,10 @@ SKIPPABLE_ERRORS = (
 # This many unusable items in a row mean the data is broken as a whole (a missing media folder, a wrong path):
 # stop with the reason instead of skipping forever.
 MAX_SKIPPED_IN_A_ROW = 1000
+# The same when the unusable items are interleaved with good ones (every image of a mixture that also holds text):
+# more than this fraction of the last SKIP_WINDOW items unusable stops the stream too.
+SKIP_WINDOW = 1000
+MAX_SKIPPED_FRACTION = 0.5
 
 
 @dataclass
@@ -259,6 +264,7 @@ class DataStream:
 
     def _steps(self, stop: threading.Event) -> Iterator[list[dict]]:
         in_a_row = 0
+        recent: deque[bool] = deque(maxlen=SKIP_WINDOW)  # the last items: True where unusable
         for item in self._loader:
             if stop.is_set():
                 return
@@ -268,12 +274,20 @@ class DataStream:
                 self.unusable[item.reason.split(":")[0]] += 1
                 log.warning("skipped %s: %s", item.source, item.reason)
                 in_a_row += 1
+                recent.append(True)
                 if in_a_row >= MAX_SKIPPED_IN_A_ROW:
                     raise RuntimeError(
                         f"{in_a_row} unusable data items in a row, the last {item.source}: {item.reason}"
                     )
+                if len(recent) == SKIP_WINDOW and (unusable := sum(recent)) > MAX_SKIPPED_FRACTION * SKIP_WINDOW:
+                    reasons = ", ".join(f"{reason} {n}" for reason, n in self.unusable.most_common(3))
+                    raise RuntimeError(
+                        f"{unusable} of the last {SKIP_WINDOW} data items were unusable (so far: {reasons}), "
+                        f"the last {item.source}: {item.reason}"
+                    )
                 continue
             in_a_row = 0
+            recent.append(False)
             batch = self.packers[shard].add(item)
             if batch is not None:
                 self.ready[shard].append(batch)

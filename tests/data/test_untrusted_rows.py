@@ -11,7 +11,7 @@ import PIL.Image
 import PIL.ImageFile
 import pytest
 
-from nanomolmo2.data.datasets import CaptioningDataset, JsonlDataset, VideoClip, timed_conversations
+from nanomolmo2.data.datasets import CaptioningDataset, JsonlDataset, TextDataset, VideoClip, timed_conversations
 from nanomolmo2.data.examples import Conversation, Example, tokenize_example
 from nanomolmo2.data.image_preprocessing import ImageTooLarge, load_image
 from nanomolmo2.data.jsonl import MediaPathError, Row, parse_line
@@ -213,3 +213,32 @@ def test_data_that_is_unusable_as_a_whole_stops_with_the_reason(tmp_path, proces
     stream = DataStream(Mixture([(1.0, [JsonlDataset(tmp_path)])]), processor, rows=2, seq_len=384)
     with pytest.raises(RuntimeError, match=r"50 unusable data items in a row, the last .*data\.jsonl:\d: FileNotFound"):
         next(iter(stream))
+
+
+@pytest.mark.parametrize("broken_share", [0.8, 0.2])
+def test_data_mostly_unusable_between_good_rows_stops_with_the_reason(tmp_path, processor, monkeypatch, broken_share):
+    """Missing images between good text rows never make 1,000 failures in a row; more than half of the last items
+    unusable stops the stream all the same, while a minority of bad rows is only skipped."""
+    from nanomolmo2.data import loader
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "data.jsonl").write_text(
+        lines([{"image": f"missing/{i}.png", "annotations": CAPTION} for i in range(5)])
+    )
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "data.jsonl").write_text(lines([{"annotations": [{"task": "chat", "messages": chat}]}] * 5))
+    monkeypatch.setattr(loader, "SKIP_WINDOW", 40)
+    mixture = Mixture(
+        [(broken_share, [JsonlDataset(tmp_path / "images")]), (1 - broken_share, [TextDataset(tmp_path / "text")])]
+    )
+    stream = DataStream(mixture, processor, rows=2, seq_len=384)
+    steps = iter(stream)
+    if broken_share > 0.5:
+        with pytest.raises(RuntimeError, match=r"of the last 40 data items were unusable \(so far: FileNotFound"):
+            for _ in range(50):
+                next(steps)
+    else:
+        for _ in range(20):  # ~200 items, ~40 of them skipped
+            next(steps)
+        assert sum(stream.skipped.values()) > 0 and all(r.startswith("FileNotFound") for r in stream.skipped)
