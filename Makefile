@@ -58,7 +58,7 @@ $(MUT_STAMP): $(STAMP) requirements-mutation.lock
 
 mutation: $(STAMP) $(REF_STAMP) $(MUT_STAMP)
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children 2 || true
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 || true  # one thread: torch's pool does not survive fork
 	$(PY) scripts/mutation_report.py
 
 lint: $(STAMP)

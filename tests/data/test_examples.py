@@ -1,11 +1,13 @@
 """The chat layout of training examples, checked against Qwen3's own chat template (rendered by transformers)."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from nanomolmo2.data.examples import Conversation, Example, tokenize_example
 from nanomolmo2.data.processor import Processor
+from nanomolmo2.tokens import IGNORE_INDEX
 
 from .media import package_dir, real_photos
 
@@ -130,3 +132,44 @@ def test_video_datasets_give_tracks_and_video_points_their_styles():
     ]
     styles = [c.style for c in timed_conversations(annotations, "x.jsonl:1", [0.0, 0.5, 1.0], 100, 100)]
     assert styles == ["tracking", "video_pointing"]
+
+
+class TwoFrames:
+    """A video as `VideoClip.load` gives it: frames, their times, and the video's own (width, height) when the
+    frames were resized (without it, the frames' own size is the video's)."""
+
+    def __init__(self, width: int = 112, height: int = 112, size: tuple[int, int] | None = (640, 360)):
+        self.frames, self.size = np.zeros((2, height, width, 3), dtype=np.uint8), size
+
+    def load(self):
+        return (self.frames, [0.0, 0.5]) + ((self.size,) if self.size else ())
+
+
+def test_a_video_example_keeps_its_static_conversations_and_times_its_answers_on_the_frames(processor):
+    seen = []
+
+    def timed(times, width, height):
+        seen.append((times, width, height))
+        return [Conversation([("Where is the ball at 0.5 s?", "Left.")])]
+
+    example = Example(
+        [Conversation([("Describe the video.", "A ball.")])], video=TwoFrames(), video_conversations=timed
+    )
+    tokenized = tokenize_example(example, processor)
+    assert seen == [([0.0, 0.5], 640, 360)]  # the video's own size, not the resized frames'
+    assert int(tokenized.annotation_ids.max()) == 2  # both conversations
+    answers = processor.tokenizer.decode([t for t in tokenized.labels.tolist() if t != IGNORE_INDEX])
+    assert "A ball." in answers and "Left." in answers
+    tokenize_example(Example([], video=TwoFrames(168, 112, size=None), video_conversations=timed), processor)
+    assert seen[-1] == ([0.0, 0.5], 168, 112)
+    with pytest.raises(ValueError, match="a.mp4: no usable annotation"):
+        tokenize_example(Example([], video=TwoFrames(), source="a.mp4"), processor)
+
+
+def test_an_example_may_ask_for_fewer_crops_than_the_processor(processor):
+    photo = real_photos()["chelsea"]
+    question = [Conversation([("What animal?", "A cat.")])]
+    default = tokenize_example(Example(question, [photo]), processor)
+    global_only = tokenize_example(Example(question, [photo], max_crops=0), processor)
+    assert default.vision[0].pixel_values.shape[0] == 3  # the global crop + the processor's 2
+    assert global_only.vision[0].pixel_values.shape[0] == 1

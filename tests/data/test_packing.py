@@ -1,11 +1,15 @@
 """Packing: the same per-example results as running each example alone, and efficient bins."""
 
+import re
+
+import pytest
 import torch
 
 from nanomolmo2.data.examples import Conversation, Example, tokenize_example
 from nanomolmo2.data.packing import Packer, collate, first_fit_decreasing
 from nanomolmo2.data.processor import Processor
 from nanomolmo2.models import ConnectorConfig, NanoMolmo2, NanoMolmo2Config
+from nanomolmo2.tokens import QWEN3_VOCAB_SIZE
 from tests.models.reference import randomize
 
 from .media import real_photos
@@ -126,7 +130,24 @@ def test_a_skipped_example_is_named_and_a_batch_says_where_its_examples_came_fro
     long = tokenize_example(Example([Conversation([("Tell me.", "word " * 200)])], source="a.jsonl:7"), processor)
     short = tokenize_example(Example([Conversation([("Hi?", "Hi.")])]), processor)
     short.origin = (5, 1, 42)
+    unnamed = tokenize_example(Example([Conversation([("Tell me.", "word " * 100)])]), processor)
     with caplog.at_level("WARNING", logger="nanomolmo2.data.packing"):
-        batches = list(Packer(rows=1, seq_len=64).pack([long, short]))
-    assert f"skipped a.jsonl:7: {len(long)} tokens > seq_len 64" in caplog.text
+        batches = list(Packer(rows=1, seq_len=64).pack([long, short, unnamed]))
+    assert caplog.messages == [
+        f"skipped a.jsonl:7: {len(long)} tokens > seq_len 64",
+        f"skipped an example: {len(unnamed)} tokens > seq_len 64",
+    ]
     assert [b["origins"] for b in batches] == [[(5, 1, 42)]]
+
+
+def test_collate_types_and_a_special_token_label_named():
+    processor = Processor(crop_size=56, max_crops=0)
+    example = tokenize_example(Example([Conversation([("Hi?", "Hi.")])]), processor)
+    batch = collate([[example]], seq_len=32)
+    for name in ("input_ids", "labels", "position_ids", "segment_ids", "annotation_ids", "mm_token_type_ids"):
+        assert batch[name].dtype == torch.long, name
+    assert batch["attention_mask"].dtype == torch.long and batch["loss_weights"].dtype == torch.float32
+    example.labels[-1] = QWEN3_VOCAB_SIZE  # the first id past the base vocabulary: a special token
+    message = f"an example: label {QWEN3_VOCAB_SIZE} is a special (vision) token; special tokens cannot be targets"
+    with pytest.raises(ValueError, match=re.escape(message) + r" \(set their labels to IGNORE_INDEX\)$"):
+        collate([[example]], seq_len=32)

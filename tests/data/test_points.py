@@ -4,6 +4,7 @@ import pytest
 
 from nanomolmo2.data.points import (
     COUNT_PROMPT,
+    NO_MATCH,
     POINT_PROMPT,
     VIDEO_POINT_PROMPT,
     format_points,
@@ -42,7 +43,7 @@ def test_zero_bare_count_is_0():
 
 
 def test_unknown_style_raises():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown style 'pointy', expected one of"):
         format_points(CATS, "cats", 1000, 1000, "pointy")
 
 
@@ -56,6 +57,14 @@ def test_video_reference_string():
 def test_tracks_reference_string():
     frames = [(1.0, {1: (138, 427)}), (0.0, {1: (259, 340)})]
     assert format_tracks(frames, "car", 1000, 1000) == '<tracks coords="0.0 1 259 340;1.0 1 138 427">car</tracks>'
+
+
+def test_tracks_without_objects_and_a_stated_video_count():
+    assert format_tracks([(0.0, {}), (0.5, {})], "car", 10, 10) == NO_MATCH
+    assert format_tracks([], "car", 10, 10) == NO_MATCH
+    frames = [(0.0, [(5, 5)]), (0.5, [(6, 5)])]  # one ball seen in two frames: two points, one ball
+    assert format_video_points(frames, "ball", 10, 10, style="count", count=1) == "1"
+    assert format_video_points(frames, "ball", 10, 10, style="count_point", count=1).startswith("There are 1 ")
 
 
 def test_tracks_sorted_by_object_id_not_position():
@@ -100,8 +109,9 @@ def test_sorting_happens_after_rounding():
 
 
 def test_bad_size_raises():
-    with pytest.raises(ValueError):
-        to_coords([(1, 1)], 0, 100)
+    for width, height in ((0, 100), (100, 0), (-1, 100)):
+        with pytest.raises(ValueError, match=f"image size must be positive, got {width}x{height}"):
+            to_coords([(1, 1)], width, height)
 
 
 # -----------------------------------------------------------------------------
@@ -206,6 +216,9 @@ MALFORMED = [
     ("</points></point><<<>>>", []),
     ("There are none.", []),
     ('<pointsy coords="1 1 2 3">', []),  # a different tag name
+    ('<points coords="t 1 900 400;2 1 5 6">x</points>', [(2.0, 1, 5.0, 6.0)]),  # a bad id skips its group only
+    ("<points coords=1 1 900 400>", [GOOD]),  # unquoted, the text ends after ">": the tag is closed
+    ('<points x1="1" y1="2">a</points>', [(1.0, 1, 10.0, 20.0)]),  # v1, one numbered point, no other attribute
 ]
 
 

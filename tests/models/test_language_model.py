@@ -190,3 +190,12 @@ def test_chunked_loss_equals_the_plain_one(monkeypatch):
     assert chunked.logits is None
     assert torch.allclose(chunked.loss, plain.loss, atol=1e-6)
     assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(expected, model.parameters(), strict=True))
+
+
+def test_kv_cache_keeps_its_dtype_and_says_when_it_is_full():
+    config = LanguageModelConfig.tiny(vocab_size=50)
+    cache = KVCache(config, batch_size=1, max_len=4, dtype=torch.bfloat16)
+    assert cache.k.dtype == cache.v.dtype == torch.bfloat16
+    k = torch.zeros(1, config.num_kv_heads, 5, config.head_dim, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="KV cache is full: 5 tokens > max_len 4"):
+        cache.update(0, k, k)
