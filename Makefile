@@ -9,7 +9,7 @@ REF_VENV := .venv-ref
 REF_STAMP := $(REF_VENV)/.installed
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: test test-fast demo demo-quick rehearsal lint format mutation clean chromium
+.PHONY: test test-fast demo demo-quick pretrained rehearsal lint format mutation clean chromium
 
 $(STAMP): pyproject.toml requirements-dev.lock requirements-nodeps.lock requirements-demo.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test-fast: $(STAMP) $(REF_STAMP)
 # The tiny model through all three stages on ShapesWorld, evaluated: runs/demo/metrics.json, points.png.
 demo: $(STAMP)
 	$(PY) -m nanomolmo2.demo --out runs/demo --data data/demo
+
+# The tiny model's pretrained parts (nanomolmo2/pretrained/, committed): a SigLIP-style vision encoder and a Qwen3
+# pretrained on ShapesWorld's text, both from the demo's training split (nanomolmo2/pretrain/). `make demo` uses them.
+pretrained: $(STAMP)
+	$(PY) -m nanomolmo2.demo --data-only --data data/demo
+	$(PY) -m nanomolmo2.pretrain --train data/demo/train --held-out data/demo/eval --out nanomolmo2/pretrained
 
 demo-quick: $(STAMP)
 	$(PY) -m nanomolmo2.demo --quick --out runs/demo-quick --data data/demo-quick

@@ -25,12 +25,14 @@ import numpy as np
 import PIL.Image
 import torch
 
-from .data.points import POINT_PROMPT, VIDEO_POINT_PROMPT
+from .data.datasets import CAPTION_PROMPTS
+from .data.points import COUNT_PROMPT, POINT_PROMPT, VIDEO_POINT_PROMPT, parse_points
 from .data.video_io import load_video
 from .eval.commands import load_model, points_picture
-from .eval.draw import caption_under, grid, overlay_masks
-from .eval.evaluate import evaluate
+from .eval.draw import caption_under, draw_points, grid, overlay_masks, stack, text_block
+from .eval.evaluate import Query, evaluate, question_text, score, video_queries
 from .eval.generation import Request, generate_answers
+from .pretrain.parts import pretrained_folders
 from .shapesworld.images import VERSION as IMAGES_VERSION
 from .shapesworld.images import write_shapesworld
 from .shapesworld.videos import VERSION as VIDEOS_VERSION
@@ -97,9 +99,16 @@ def write_data(folder: Path, settings: Settings) -> tuple[Path, Path]:
 
 
 def train_stages(
-    train: Path, held_out: Path, out: Path, settings: Settings, dtype: str = "auto", lap=lambda name: None
+    train: Path,
+    held_out: Path,
+    out: Path,
+    settings: Settings,
+    parts: tuple[Path, Path],
+    dtype: str = "auto",
+    lap=lambda name: None,
 ) -> Path:
-    """The three stages, each from the previous one's final model; `lap(name)` is called as each one ends."""
+    """The three stages: stage 1 from the pretrained parts (`parts`: a vision encoder folder and a Qwen3 folder, with a
+    new connector), then each from the previous one's final model; `lap(name)` is called as each one ends."""
     previous = None
     for stage, steps in zip((1, 2, 3), settings.steps, strict=True):
         overrides = {"data": str(train), "val_data": str(held_out), "out_dir": str(out / f"stage{stage}"),
@@ -107,8 +116,8 @@ def train_stages(
         # Compiling the decoder blocks costs ~20 s and makes a stage-1 step ~35 % faster: it pays after ~50 steps.
         # Stage 2 gained ~8 % a step for 15 s of compiling (docs/LOG.md): not worth it for 100 steps.
         overrides["compile"] = stage == 1 and steps >= 100
-        if stage == 1:
-            overrides["output_vocabulary"] = "data"
+        if stage == 1:  # as Molmo2 starts: a pretrained encoder and LLM, joined by a new connector
+            overrides.update(vision_path=str(parts[0]), qwen3_path=str(parts[1]), output_vocabulary="data")
         else:
             overrides["init_from"] = str(previous)
         shutil.rmtree(out / f"stage{stage}", ignore_errors=True)  # a new demo run, not a resumed one
@@ -148,6 +157,67 @@ def picture(model, processor, held_out: Path, out: Path, frames: int) -> None:
     grid(sheets, columns=1).save(out / "points.png")
 
 
+RIGHT, WRONG, TRUTH = (0, 120, 0), (200, 0, 0), (100, 100, 100)
+
+
+def answer_lines(queries: list[tuple[Query, str]], answers: list[str]) -> list[tuple[str, tuple[int, int, int]]]:
+    """Question, answer (green when Molmo2's metric scores it right, red when not) and truth, as coloured lines."""
+    lines = []
+    for (query, truth), answer in zip(queries, answers, strict=True):
+        right = all(v > 0.5 for k, v in score(query, answer).items() if k.endswith(("accuracy", "f1")))
+        lines += [(f"Q: {query.request.question.splitlines()[0]}", (0, 0, 0)),
+                  (f"model: {answer}", RIGHT if right else WRONG), (f"truth: {truth}", TRUTH)]  # fmt: skip
+    return lines
+
+
+def answers_picture(model, processor, held_out: Path, out: Path, frames: int, images: int = 4) -> None:
+    """`answers.png`, the demo at a glance: held-out images and a video, each with a few questions, the model's answers
+    (green when Molmo2's metric scores them right, red when not), the truth, and the pointing answer drawn."""
+    rows = [json.loads(line) for line in (held_out / "images.jsonl").read_text().splitlines()][:images]
+    queries = []
+    for row in rows:
+        image = held_out / row["image"]
+        by_task = {}
+        for a in row["annotations"]:
+            by_task.setdefault(a["task"], a)
+        point = next(a for a in row["annotations"] if a["task"] == "pointing" and a["points"])
+        count = next(a for a in row["annotations"] if a["task"] == "counting" and a["label"] == point["label"])
+        queries += [
+            (Query("caption", Request(CAPTION_PROMPTS[0], [image], max_new_tokens=48),
+                   {(o["colour"], o["shape"]) for o in row["objects"]}, row, held_out), by_task["caption"]["caption"]),
+            (Query("vqa", Request(question_text(by_task["vqa"]), [image], max_new_tokens=8),
+                   by_task["vqa"]["answer"], row, held_out), by_task["vqa"]["answer"]),
+            (Query("count", Request(COUNT_PROMPT.format(label=count["label"]), [image], max_new_tokens=72),
+                   count["count"], row, held_out), str(count["count"])),
+            (Query("point", Request(POINT_PROMPT.format(label=point["label"]), [image], max_new_tokens=72),
+                   point["points"], row, held_out), f"{len(point['points'])} point(s), objects outlined"),
+        ]  # fmt: skip
+    video_pair = video_queries(held_out, frames, limit=1, per_kind=1)  # one video: a question and a pointing query
+    queries += [(q, q.truth if q.kind == "video_qa" else f"{len(q.truth)} point(s)") for q in video_pair]
+    answers = generate_answers(model, processor, [q.request for q, _ in queries])
+    tiles, width = [], 300
+    for start in range(0, 4 * len(rows), 4):  # four queries an image
+        row = queries[start][0].row
+        point_query, point_answer = queries[start + 3][0], answers[start + 3]
+        mask = np.array(PIL.Image.open(held_out / row["masks"]))
+        ids = sorted({int(mask[int(y), int(x)]) for x, y in point_query.truth} - {0})
+        picture = points_picture(point_answer, image=overlay_masks(PIL.Image.open(held_out / row["image"]), mask, ids))
+        picture = picture.resize((width, width * picture.height // picture.width), PIL.Image.NEAREST)
+        tiles.append(stack([picture, text_block(answer_lines(queries[start : start + 4], answers[start : start + 4]),
+                                                width)]))  # fmt: skip
+    video_frames, times = video_pair[0].request.video
+    point_answer = answers[-1]
+    strip = []
+    for frame, t in list(zip(video_frames, times, strict=True))[:16]:  # the first 16 frames, points drawn at their time
+        here = [(x / 1000 * frame.shape[1], y / 1000 * frame.shape[0]) for pt, _, x, y in parse_points(point_answer)
+                if round(pt, 1) == round(t, 1)]  # fmt: skip
+        strip.append(caption_under(draw_points(PIL.Image.fromarray(frame), here), f"{t:.1f}s"))
+    lines = [("video:", (0, 0, 0))] + answer_lines(queries[-2:], answers[-2:])
+    strip = grid(strip, columns=8)
+    sheet = stack([grid(tiles, columns=len(tiles)), stack([strip, text_block(lines, strip.width)])])
+    sheet.save(out / "answers.png")
+
+
 ROWS = [
     "caption_accuracy",
     "vqa_accuracy",
@@ -177,6 +247,7 @@ def report(metrics: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a two-minute version (for the tests)")
+    parser.add_argument("--data-only", action="store_true", help="write the data and stop (`make pretrained`)")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--data", default="data/demo")
     parser.add_argument(
@@ -203,7 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train, held_out = write_data(Path(args.data), settings)
     lap("data")
-    final = train_stages(train, held_out, out, settings, args.dtype, lap)
+    if args.data_only:
+        return {}
+    parts = pretrained_folders(Path(args.data) / "pretrained")
+    lap("pretrained")
+    final = train_stages(train, held_out, out, settings, parts, args.dtype, lap)
     model, processor = load_model(final)
     # batches of 64: 15% less CPU time than 32 for the same answers (docs/LOG.md)
     metrics, records = evaluate(
@@ -212,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     lap("evaluation")
     picture(model, processor, held_out, out, settings.eval_frames)
+    answers_picture(model, processor, held_out, out, settings.eval_frames)
     lap("picture")
     metrics["seconds"] = time.time() - start
     metrics.update(seconds)
@@ -219,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "answers.json").write_text(json.dumps(records, indent=1) + "\n")
     print(report(metrics))
     print(
-        f"\nwritten: {out / 'metrics.json'}, {out / 'points.png'}\nopen the model: .venv/bin/nanomolmo2 serve "
+        f"\nwritten: {out / 'metrics.json'}, {out / 'points.png'}, {out / 'answers.png'}\n"
+        "open the model: .venv/bin/nanomolmo2 serve "
         f"--checkpoint {final} (then http://127.0.0.1:7860), or .venv/bin/nanomolmo2 chat --checkpoint {final} "
         f"--image {held_out / 'images' / '000000.png'}"
     )

@@ -1,4 +1,5 @@
-"""The quick demo end to end: data, three training stages, evaluation, the report and the picture."""
+"""The quick demo end to end: data, three training stages from the pretrained parts, evaluation, the report and the
+pictures."""
 
 import json
 import math
@@ -39,3 +40,5 @@ def test_quick_demo_learns(tmp_path):
     assert metrics["seconds"] > 0
     picture = PIL.Image.open(tmp_path / "run" / "points.png")
     assert picture.width > 400 and picture.height > 200
+    answers = PIL.Image.open(tmp_path / "run" / "answers.png")  # 4 images with their answers over a video strip
+    assert answers.width > 1000 and answers.height > 500

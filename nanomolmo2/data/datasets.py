@@ -42,8 +42,10 @@ frame is reported with the video's path and its annotation skipped; so is any an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -224,10 +226,15 @@ class JsonlDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Example:
         return self.example(i)
 
-    def example(self, i: int, rng: np.random.Generator | None = None) -> Example:
-        """Item i; `rng` makes the random choices (annotation order, transcript, crops), else they are stable."""
+    def example(
+        self, i: int, rng: np.random.Generator | None = None, rewrite: Callable[[dict], dict] | None = None
+    ) -> Example:
+        """Item i; `rng` makes the random choices (annotation order, transcript, crops), else they are stable.
+        rewrite: applied to the row before it is read (shapesworld/text_world.py puts a scene on its grid)."""
         part, point_style = divmod(i, len(self.styles))[0], self.styles[i % len(self.styles)]
         row = self.index.row(part)
+        if rewrite is not None:
+            row = dataclasses.replace(row, data=rewrite(row.data))
         start, end = self.index.part(part)
         annotations = row.data["annotations"][start:end]
         if self.max_points is not None:

@@ -48,6 +48,30 @@ def caption_under(image: PIL.Image.Image, text: str, height: int = 28) -> PIL.Im
     return canvas
 
 
+def text_block(lines: list[tuple[str, tuple[int, int, int]]], width: int, line_height: int = 12) -> PIL.Image.Image:
+    """(text, colour) lines on white, each wrapped to `width` pixels (PIL's default font: ~6 px a character)."""
+    chars = max(8, width // 6 - 1)
+    wrapped = []
+    for text, colour in lines:
+        for start in range(0, max(len(text), 1), chars):
+            wrapped.append((text[start : start + chars], colour))
+    canvas = PIL.Image.new("RGB", (width, line_height * len(wrapped) + 6), (255, 255, 255))
+    draw = PIL.ImageDraw.Draw(canvas)
+    for k, (text, colour) in enumerate(wrapped):
+        draw.text((3, 3 + k * line_height), text, fill=colour)
+    return canvas
+
+
+def stack(tiles: list[PIL.Image.Image]) -> PIL.Image.Image:
+    """Tiles one under the other, left-aligned, on white."""
+    canvas = PIL.Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles)), (255, 255, 255))
+    y = 0
+    for tile in tiles:
+        canvas.paste(tile, (0, y))
+        y += tile.height
+    return canvas
+
+
 def grid(tiles: list[PIL.Image.Image], columns: int, gap: int = 6) -> PIL.Image.Image:
     """Tiles of any sizes in rows of `columns`, on white."""
     rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]

@@ -227,6 +227,21 @@ class NanoMolmo2(nn.Module):
         load_state_strict(model.connector.pool, subtree(weights, "connector.pool."), f"pooling of {molmo2_path}")
         return model
 
+    @classmethod
+    def from_vision_and_qwen3(
+        cls, vision_path: str | Path, qwen3_path: str | Path, config: NanoMolmo2Config
+    ) -> NanoMolmo2:
+        """Molmo2's own start: a pretrained vision encoder (SigLIP, CLIP or Molmo2) and Qwen3 with a new connector.
+        `config` gives the connector, feature layers, crops and output vocabulary; the folders give the rest."""
+        vision = VisionEncoder.from_pretrained(vision_path, config.vision.feature_layers)
+        vision.config.max_crops, vision.config.overlap_margins = config.vision.max_crops, config.vision.overlap_margins
+        llm = LanguageModel.from_pretrained(qwen3_path)
+        llm.config.output_token_ids = config.llm.output_token_ids
+        model = cls(NanoMolmo2Config(llm=llm.config, vision=vision.config, connector=config.connector))
+        model.vision.load_state_dict(vision.state_dict())
+        model.llm.load_state_dict(llm.state_dict())
+        return model
+
     def save_pretrained(self, path: str | Path, state_dict: dict | None = None, tokenizer: str | None = None) -> None:
         """Write a complete Molmo2 folder (weights, config, tokenizer, processor and generation files) that transformers
         loads and serves unchanged. state_dict: the weights, when not this module's own (e.g. gathered from FSDP

@@ -27,6 +27,7 @@ class TrainConfig:
     # ---- model: a fresh `model` architecture, or weights from folders / a previous stage
     model: NanoMolmo2Config = field(default_factory=NanoMolmo2Config)
     molmo2_path: str = ""  # with qwen3_path: Molmo2's ViT + pooling and Qwen3 (the nanoMolmo2 default)
+    vision_path: str = ""  # or with qwen3_path: a vision encoder folder (SigLIP, as Molmo2 starts) and a new connector
     qwen3_path: str = ""
     init_from: str = ""  # a Molmo2-format folder (e.g. the previous stage's final/) to start from
     # "full", or "data": a fresh model's head scores only the tokens that the answers of `data` and
@@ -113,6 +114,7 @@ FIXED_ON_RESUME = (
     "seed",
     "init_from",
     "molmo2_path",
+    "vision_path",
     "qwen3_path",
     "output_vocabulary",
 )

@@ -71,16 +71,19 @@ def loss_weight_sum(batch: dict) -> float:
 
 
 def build_model(config: TrainConfig) -> NanoMolmo2:
-    """A previous stage's model, Molmo2's ViT + Qwen3 from folders, or a fresh `config.model`."""
+    """A previous stage's model, pretrained parts from folders (Molmo2's ViT + pooling, or a vision encoder, with a
+    Qwen3), or a fresh `config.model`."""
     if config.init_from:
         return NanoMolmo2.from_pretrained(config.init_from)
-    if config.molmo2_path or config.qwen3_path:
-        if not (config.molmo2_path and config.qwen3_path):
-            raise ValueError("molmo2_path and qwen3_path go together")
-        return NanoMolmo2.from_molmo2_and_qwen3(config.molmo2_path, config.qwen3_path)
     if config.output_vocabulary == "data":  # the tokens of the answers in the training and validation data
         folders = [config.data] + ([config.val_data] if config.val_data else [])
         config.model.llm.output_token_ids = tuple(sorted({t for f in folders for t in answer_vocabulary(f)}))
+    if config.molmo2_path or config.vision_path or config.qwen3_path:
+        if not config.qwen3_path or bool(config.molmo2_path) == bool(config.vision_path):
+            raise ConfigError("qwen3_path goes with one of molmo2_path (Molmo2's ViT and pooling) or vision_path")
+        if config.vision_path:
+            return NanoMolmo2.from_vision_and_qwen3(config.vision_path, config.qwen3_path, config.model)
+        return NanoMolmo2.from_molmo2_and_qwen3(config.molmo2_path, config.qwen3_path)
     return NanoMolmo2(config.model)
 
 
