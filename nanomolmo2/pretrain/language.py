@@ -70,6 +70,9 @@ class LanguagePretraining:
     # the loss on the answers only (as the vision-language stages train), or on every token (the grids and questions
     # too): every token taught "where" better and "what" worse at stage 1 (docs/LOG.md)
     every_token: bool = False
+    # points and captions moved to their cell's centre (text_world.on_grid), else the data's own: centred points
+    # taught "where" in text but not through the connector, true ones did better at stage 1 (docs/LOG.md)
+    centred_points: bool = True
     seed: int = 0
     compile: bool = True
 
@@ -168,7 +171,7 @@ def pretrain(config: LanguagePretraining) -> LanguageModel:
     processor = Processor()
     stream = text_world_stream(
         config.data, config.mixture, processor, config.seed, config.image_side, config.frame_side,
-        config.max_frames, config.seq_len, config.every_token,
+        config.max_frames, config.seq_len, config.every_token, config.centred_points,
     )  # fmt: skip
     vocabulary = tuple(text_world_vocabulary(config.data, processor.tokenizer, config.image_side))
     model = LanguageModel(LanguageModelConfig(**config.llm, output_token_ids=vocabulary))
@@ -220,10 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--every-token", action="store_true", help="the loss on every token, not the answers only")
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--true-points", action="store_true", help="the data's own points, not cell centres")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     pretrain(LanguagePretraining(data=args.data, out=args.out, steps=args.steps, lr=args.lr, seq_len=args.seq_len,
-                                 rows=args.rows, every_token=args.every_token, warmup=args.warmup))  # fmt: skip
+                                 rows=args.rows, every_token=args.every_token, warmup=args.warmup,
+                                 centred_points=not args.true_points))  # fmt: skip
 
 
 if __name__ == "__main__":

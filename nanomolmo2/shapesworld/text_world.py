@@ -165,16 +165,18 @@ def text_world_example(
     frame_side: int,
     max_len: int | None = None,
     every_token: bool = False,
+    centred_points: bool = True,
 ) -> TokenizedExample:
     """Item `index` of a ShapesWorld dataset (its conversations as the vision-language model gets them), with the
-    image or the video written as text. image_side / frame_side: cells per side (the vision tokens per side)."""
+    image or the video written as text. image_side / frame_side: cells per side (the vision tokens per side).
+    centred_points: the scene put on the grid (`on_grid`), else the row's own points and captions."""
 
     def rewrite(data: dict) -> dict:
         if "video" in data:
             return on_grid(data, frame_side)
         return on_grid(data, image_side) if "image" in data else data
 
-    example = dataset.example(index, rng, rewrite=rewrite)
+    example = dataset.example(index, rng, rewrite=rewrite if centred_points else None)
     row = dataset.index.row(index // len(dataset.styles)).data
     conversations = list(example.conversations)
     if example.video is not None:
@@ -202,6 +204,7 @@ def text_world_stream(
     max_frames: int = 16,
     max_len: int | None = None,
     every_token: bool = False,
+    centred_points: bool = True,
 ) -> Iterator[TokenizedExample]:
     """Endless text-world examples drawn from a ShapesWorld folder by a training mixture (data_root.py), every
     annotation of a row in a fresh random order at each draw."""
@@ -209,8 +212,9 @@ def text_world_stream(
     for position, dataset, index in datasets.stream():
         rng = np.random.default_rng([seed, position])
         yield text_world_example(
-            datasets.datasets[dataset], index, processor, rng, image_side, frame_side, max_len, every_token
-        )
+            datasets.datasets[dataset], index, processor, rng, image_side, frame_side, max_len, every_token,
+            centred_points,
+        )  # fmt: skip
 
 
 def text_world_vocabulary(folder: str | Path, tokenizer: Tokenizer, side: int = 8) -> list[int]:

@@ -122,6 +122,17 @@ def test_every_token_mode_puts_the_loss_everywhere_but_keeps_the_layout(folder):
     assert answers.labels[has_loss].tolist() == every.labels[has_loss].tolist()
 
 
+def test_true_points_keep_the_rows_own_answers(folder):
+    dataset = next(iter(build_mixture(folder, [[1.0, ["pointing"]]], 0).datasets))
+    for index in range(3):
+        text = text_world_example(dataset, index, processor(), np.random.default_rng(index), 4, 4, centred_points=False)
+        vision = tokenize_example(dataset.example(index, np.random.default_rng(index)), processor())
+        assert text.labels.tolist() == vision.labels.tolist()  # the answers as the vision-language model learns them
+    centred = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4)
+    true = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4, centred_points=False)
+    assert centred.labels.tolist() != true.labels.tolist()  # 14-px cells: the centres are not the points
+
+
 def test_vocabulary_covers_every_token_of_the_stream(folder):
     vocabulary = set(text_world_vocabulary(folder, tokenizer(), side=4))
     mixture = [[1, ["caption"]], [1, ["pointing"]], [1, ["vqa"]], [1, ["video"]], [1, ["text"]]]
