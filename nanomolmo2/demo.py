@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
     lap("data")
     if args.data_only:
         return {}
-    parts = pretrained_folders(Path(args.data) / "pretrained")
+    try:
+        parts = pretrained_folders(Path(args.data) / "pretrained")
+    except FileNotFoundError as error:  # a package without its parts: one line, not a traceback
+        parser.error(str(error))
     lap("pretrained")
     final = train_stages(train, held_out, out, settings, parts, args.dtype, lap)
     model, processor = load_model(final)

@@ -20,9 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..formats.weights import write_folder_atomically
-from .language import LanguagePretraining, compact_state, text_world_scores
+from .language import LanguagePretraining, compact_folder_files, text_world_scores
 from .language import pretrain as pretrain_language
-from .parts import COMPACT_WEIGHTS, LANGUAGE, PRETRAINED, VISION
+from .parts import LANGUAGE, PRETRAINED, VISION
 from .vision import VisionPretraining, siglip_folder_files
 from .vision import pretrain as pretrain_vision
 
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", choices=(VISION, LANGUAGE), help="make one part only")
     parser.add_argument("--quick", action="store_true", help="a few steps (the tests)")
     args = parser.parse_args(argv)
+    for folder in (args.train, args.held_out):  # a ShapesWorld split (`make pretrained` writes the demo's)
+        if not (Path(folder) / "images.jsonl").is_file():
+            parser.error(f"{folder}: no images.jsonl (a ShapesWorld folder: python -m nanomolmo2.demo --data-only)")
     out = Path(args.out)
     command = "python -m nanomolmo2.pretrain" + (" --quick" if args.quick else "")
     if args.only in (None, VISION):
@@ -90,14 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             "Qwen3 folder (zeros in the other rows) that transformers' `Qwen3ForCausalLM` and nanoMolmo2 load."
         )
         text = card("qwen3-tiny", summary, asdict(config), scores, time.time() - start, command)
-        files = {"config.json": qwen3_config(model), COMPACT_WEIGHTS: compact_state(model), "README.md": text}
-        write_folder_atomically(out / LANGUAGE, files)
-
-
-def qwen3_config(model) -> dict:
-    from ..formats.hf import qwen3_config_dict
-
-    return qwen3_config_dict(model.config)
+        write_folder_atomically(out / LANGUAGE, compact_folder_files(model, text))
 
 
 if __name__ == "__main__":

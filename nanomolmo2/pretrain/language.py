@@ -89,6 +89,7 @@ def lr_at(step: int, config: LanguagePretraining) -> float:
 
 ROW_IDS = "model.embed_tokens.row_ids"  # the compact form: which rows of the embedding table it holds
 ROWS = "model.embed_tokens.rows"
+COMPACT_WEIGHTS = "weights.safetensors"
 
 
 def qwen3_state(model: LanguageModel) -> dict[str, torch.Tensor]:
@@ -106,6 +107,11 @@ def compact_state(model: LanguageModel) -> dict[str, torch.Tensor]:
     return state
 
 
+def compact_folder_files(model: LanguageModel, card: str) -> dict:
+    """What the repository keeps of a pretrained model: Qwen3's config, the compact weights, the model card."""
+    return {"config.json": qwen3_config_dict(model.config), COMPACT_WEIGHTS: compact_state(model), "README.md": card}
+
+
 def expand_state(compact: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
     """A compact state -> a complete Qwen3 state: the kept rows in place, zeros for the tokens the text never uses."""
     state = dict(compact)
@@ -116,9 +122,10 @@ def expand_state(compact: dict[str, torch.Tensor], vocab_size: int) -> dict[str,
     return state
 
 
-def qwen3_folder_files(config: LanguageModelConfig, state: dict[str, torch.Tensor], card: str = "") -> dict:
-    """A Qwen3 folder (transformers' `Qwen3ForCausalLM` loads it): config, weights, the Qwen3 tokenizer, model card."""
-    files = {"config.json": qwen3_config_dict(config), "model.safetensors": state}
+def qwen3_folder_files(config: dict, state: dict[str, torch.Tensor], card: str = "") -> dict:
+    """A Qwen3 folder (transformers' `Qwen3ForCausalLM` loads it): config (`qwen3_config_dict`), weights, the Qwen3
+    tokenizer, model card."""
+    files = {"config.json": config, "model.safetensors": state}
     tokenizer = default_tokenizer_file()
     if tokenizer.is_file():
         files["tokenizer.json"] = tokenizer.read_text(encoding="utf-8")

@@ -20,12 +20,10 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from ..formats.weights import write_folder_atomically
-from ..models.config import LanguageModelConfig
-from .language import expand_state, qwen3_folder_files
+from .language import COMPACT_WEIGHTS, expand_state, qwen3_folder_files
 
 PRETRAINED = Path(str(importlib.resources.files("nanomolmo2") / "pretrained"))
 VISION, LANGUAGE = "siglip-tiny", "qwen3-tiny"
-COMPACT_WEIGHTS = "weights.safetensors"
 
 
 def pretrained_folders(out: str | Path, source: str | Path = PRETRAINED) -> tuple[Path, Path]:
@@ -43,8 +41,6 @@ def pretrained_folders(out: str | Path, source: str | Path = PRETRAINED) -> tupl
         config = json.loads((kept / "config.json").read_text())
         state = expand_state(load_file(kept / COMPACT_WEIGHTS), config["vocab_size"])
         card = (kept / "README.md").read_text() if (kept / "README.md").is_file() else ""
-        files = qwen3_folder_files(LanguageModelConfig(), state, card)
-        files["config.json"] = config
-        files[".made_from"] = marker
+        files = qwen3_folder_files(config, state, card) | {".made_from": marker}
         write_folder_atomically(folder, files)
     return source / VISION, folder
