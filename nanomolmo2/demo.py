@@ -67,7 +67,7 @@ class Settings:
 
 # 640 held-out images and videos: a standard error <= 0.02 for every metric (sqrt(0.25 / 640) = 0.0198 at worst);
 # the blank-media variants of half of them (<= 0.028), which saves ~35 s of the 15 minutes (docs/LOG.md).
-FULL = Settings(images=6000, videos=600, eval_images=640, eval_videos=640, steps=(360, 100, 4), blank_limit=320)
+FULL = Settings(images=6000, videos=600, eval_images=640, eval_videos=640, steps=(280, 100, 4), blank_limit=320)
 QUICK = Settings(images=200, videos=20, eval_images=10, eval_videos=4, steps=(30, 25, 2))
 
 

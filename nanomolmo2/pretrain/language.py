@@ -5,7 +5,7 @@ Molmo2 starts from a Qwen3 that has read the world in text. The tiny model's Qwe
 vision-language model will train on), with the loss on the answers, in packed rows like the training stages.
 The result is a Qwen3 folder (formats/hf.py writes transformers' names) that stage 1 loads as it loads Qwen3-0.6B.
 
-    python -m nanomolmo2.pretrain.language --data data/demo/train --out runs/pretrain/qwen3-tiny --steps 1200
+    python -m nanomolmo2.pretrain.language --data data/demo/train --out runs/pretrain/qwen3-tiny --steps 1800
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class LanguagePretraining:
             [0.05, ["text"]],
         ]  # fmt: skip
     )
-    steps: int = 1200
+    steps: int = 1800
     rows: int = 16
     seq_len: int = 1024
     lr: float = 2e-3
@@ -72,7 +72,7 @@ class LanguagePretraining:
     every_token: bool = False
     # points and captions moved to their cell's centre (text_world.on_grid), else the data's own: centred points
     # taught "where" in text but not through the connector, true ones did better at stage 1 (docs/LOG.md)
-    centred_points: bool = True
+    centred_points: bool = False
     seed: int = 0
     compile: bool = True
 
@@ -224,18 +224,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data/demo/train")
     parser.add_argument("--out", default="runs/pretrain/qwen3-tiny")
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1800)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--rows", type=int, default=16)
     parser.add_argument("--every-token", action="store_true", help="the loss on every token, not the answers only")
     parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--true-points", action="store_true", help="the data's own points, not cell centres")
+    parser.add_argument("--centred-points", action="store_true", help="points on their cells' centres (on_grid)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     pretrain(LanguagePretraining(data=args.data, out=args.out, steps=args.steps, lr=args.lr, seq_len=args.seq_len,
                                  rows=args.rows, every_token=args.every_token, warmup=args.warmup,
-                                 centred_points=not args.true_points))  # fmt: skip
+                                 centred_points=args.centred_points))  # fmt: skip
 
 
 if __name__ == "__main__":

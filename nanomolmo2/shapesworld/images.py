@@ -28,7 +28,7 @@ import numpy as np
 from .scene import LEVELS, Scene, make_scene
 from .tasks import annotate, text_messages
 
-VERSION = 2  # 2: counting answers always write their points ("count_point" instead of a bare "count")
+VERSION = 3  # 2: counting answers always write their points ("count_point" instead of a bare "count"); 3: points first
 
 
 def make_row(seed: int, index: int, level: str = "easy", image_size: int = 224) -> tuple[dict, Scene]:

@@ -36,8 +36,10 @@ NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 PREPOSITIONS = {"center": "in", "left": "on", "right": "on"}  # "at" for the others: "at the top left"
 PLACES = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 NOT_COLOURS = {"a", "an", "the", *NUMBERS}  # words that may stand before a shape word but are no colour
-# Both write the points: Molmo2 scores a count by the points in its answer (eval/metrics.py), not by a bare number
-COUNT_STYLES = ["point_count", "count_point"]
+# Molmo2's counting style for PixMo-Count and VideoPoint: the points first, then the total ("Counting the <points ...>
+# shows a total of 3."). Molmo2 scores a count by the points in its answer (eval/metrics.py); a model that must state
+# the number first ("There are 3 <points ...>", count_point) has to count before it points (docs/LOG.md).
+COUNT_STYLE = "point_count"
 
 
 def position_word(x: float, y: float, width: int, height: int) -> str:
@@ -146,7 +148,6 @@ def annotate(objects: list[dict], colours: tuple, shapes: tuple, width: int, rng
         (plural_label(c, s), [o["center"] for o in matching(objects, c, s)])
         for c, s in queries(objects, colours, shapes, rng)
     ]
-    first_style = int(rng.integers(2))  # counting styles alternate, starting at random
     rows = [{"task": "caption", "caption": caption(objects)}]
     rows += [{"task": "pointing", "label": label, "points": points} for label, points in asked]
     rows += [
@@ -155,9 +156,9 @@ def annotate(objects: list[dict], colours: tuple, shapes: tuple, width: int, rng
             "label": label,
             "points": points,
             "count": len(points),
-            "style": COUNT_STYLES[(first_style + k) % 2],
+            "style": COUNT_STYLE,
         }
-        for k, (label, points) in enumerate(asked)
+        for label, points in asked
     ]
     return rows + vqa(objects, colours, shapes, width, rng)
 

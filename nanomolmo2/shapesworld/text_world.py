@@ -16,9 +16,11 @@ answers are the ones the vision-language model trains on, built by the same data
 Positions, annotation ids and labels follow examples.py, so a text-world example is a vision-language example with
 the vision tokens replaced by words: what the language model learns here, stage 1 teaches the connector to feed it.
 
-A grid says which cell an object is in, not where in the cell: the text world's scene is the grid's, every object
-at the centre of its cell (`on_grid`), so that every answer follows from the text (the points of an object are its
-cell's centre, 99.8 % of them still inside the object; captions are written again from the moved objects).
+A grid says which cell an object is in, not where in the cell. The answers keep the data's own points (the language
+model learns a point's place within its cell as a guess; the vision tokens will say it), or, with `centred_points`,
+the scene is put on the grid (`on_grid`: every point at its cell's centre, 99.8 % of them still inside the object,
+captions written again from the moved objects) so that every answer follows from the text. The true points made the
+better start for stage 1 (docs/LOG.md).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def text_world_example(
     frame_side: int,
     max_len: int | None = None,
     every_token: bool = False,
-    centred_points: bool = True,
+    centred_points: bool = False,
 ) -> TokenizedExample:
     """Item `index` of a ShapesWorld dataset (its conversations as the vision-language model gets them), with the
     image or the video written as text. image_side / frame_side: cells per side (the vision tokens per side).
@@ -204,7 +206,7 @@ def text_world_stream(
     max_frames: int = 16,
     max_len: int | None = None,
     every_token: bool = False,
-    centred_points: bool = True,
+    centred_points: bool = False,
 ) -> Iterator[TokenizedExample]:
     """Endless text-world examples drawn from a ShapesWorld folder by a training mixture (data_root.py), every
     annotation of a row in a fresh random order at each draw."""

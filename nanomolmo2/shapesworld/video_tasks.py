@@ -30,7 +30,7 @@ import numpy as np
 
 from .motion import MOTIONS, STEP, colour_at, colours_of, track
 from .scene import Level
-from .tasks import COUNT_STYLES, NOT_COLOURS, SINGULAR, article, pick, plural_label, position_word, queries
+from .tasks import COUNT_STYLE, NOT_COLOURS, SINGULAR, article, pick, plural_label, position_word, queries
 
 PLACE_MARGIN = 0.04  # of the frame side: a place is asked only when the center is this far from the 3x3 lines
 
@@ -151,14 +151,13 @@ def annotate_video(
     absent = [q for q in labels if q not in present]
     kinds = {"caption": [{"task": "caption", "caption": video_caption(objects, num_frames / fps)}]}
     kinds["pointing"], kinds["counting"], kinds["tracking"] = [], [], []
-    first_style = int(rng.integers(2))  # counting styles alternate, starting at random
-    for k, (c, s) in enumerate(pick(rng, present, 3) + absent[:1]):
+    for c, s in pick(rng, present, 3) + absent[:1]:
         label = plural_label(c, s)
         points = [[t, *xy] for t, o, colour, xy in seen if c in (None, colour) and s in (None, o["shape"])]
         count = sum(s in (None, o["shape"]) and any(c in (None, x) for x in colours_of(o)) for o in objects)
         kinds["pointing"].append({"task": "pointing", "label": label, "points": points})
-        style = COUNT_STYLES[(first_style + k) % 2]
-        kinds["counting"].append({"task": "counting", "label": label, "points": points, "count": count, "style": style})
+        kinds["counting"].append({"task": "counting", "label": label, "points": points, "count": count,
+                                  "style": COUNT_STYLE})  # fmt: skip
     for group in named_groups(objects):
         label = group[0]["label"] if len(group) == 1 else plural_label(group[0]["colour"], group[0]["shape"])
         tracks = {str(o["id"]): [[t, *xy] for t, o2, _, xy in seen if o2 is o] for o in group}

@@ -50,7 +50,8 @@ from .motion import MAX_OBJECTS, colour_at, on_grid, place_moving_objects, track
 from .scene import BACKGROUNDS, COLOURS, LEVELS, draw_distractors, draw_object
 from .video_tasks import annotate_video
 
-VERSION = 3  # 2: one moving object at most, events on the 2-fps grid, frame-level VQA; 3: counts write points
+# 2: one moving object at most, events on the 2-fps grid, frame-level VQA; 3: counts write points; 4: points first
+VERSION = 4
 
 
 @dataclass

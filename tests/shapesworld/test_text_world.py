@@ -96,8 +96,7 @@ def test_text_world_example_has_the_vision_examples_layout(folder, kind):
     dataset = next(iter(build_mixture(folder, [[1.0, [kind]]], 0, max_frames=8).datasets))
     for index in range(3):
         text = text_world_example(dataset, index, processor(), np.random.default_rng(index), 4, 4)
-        grid = lambda data: on_grid(data, 4)  # noqa: E731 - the same answers as the text world's
-        vision = tokenize_example(dataset.example(index, np.random.default_rng(index), rewrite=grid), processor())
+        vision = tokenize_example(dataset.example(index, np.random.default_rng(index)), processor())
         assert len(text) == len(vision)
         assert text.position_ids.tolist() == vision.position_ids.tolist()
         assert text.annotation_ids.tolist() == vision.annotation_ids.tolist()
@@ -122,15 +121,17 @@ def test_every_token_mode_puts_the_loss_everywhere_but_keeps_the_layout(folder):
     assert answers.labels[has_loss].tolist() == every.labels[has_loss].tolist()
 
 
-def test_true_points_keep_the_rows_own_answers(folder):
+def test_centred_points_answer_about_the_scene_on_the_grid(folder):
     dataset = next(iter(build_mixture(folder, [[1.0, ["pointing"]]], 0).datasets))
+    grid = lambda data: on_grid(data, 4)  # noqa: E731
     for index in range(3):
-        text = text_world_example(dataset, index, processor(), np.random.default_rng(index), 4, 4, centred_points=False)
-        vision = tokenize_example(dataset.example(index, np.random.default_rng(index)), processor())
-        assert text.labels.tolist() == vision.labels.tolist()  # the answers as the vision-language model learns them
-    centred = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4)
-    true = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4, centred_points=False)
-    assert centred.labels.tolist() != true.labels.tolist()  # 14-px cells: the centres are not the points
+        rng = np.random.default_rng(index)
+        centred = text_world_example(dataset, index, processor(), rng, 4, 4, centred_points=True)
+        vision = tokenize_example(dataset.example(index, np.random.default_rng(index), rewrite=grid), processor())
+        assert centred.labels.tolist() == vision.labels.tolist()
+    true = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4)
+    centred = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4, centred_points=True)
+    assert centred.labels.tolist() != true.labels.tolist()  # a cell's centre is not its point
 
 
 def test_vocabulary_covers_every_token_of_the_stream(folder):

@@ -262,7 +262,7 @@ def test_pointing_counting_and_tracking_against_the_masks(videos):
         for p, c in zip(pointing, counting, strict=True):
             *colour, shape = p["label"].split()
             colour, shape = (colour[0] if colour else None), (None if shape == "shapes" else SINGULAR[shape])
-            assert c["points"] == p["points"] and c["style"] in ("point_count", "count_point")
+            assert c["points"] == p["points"] and c["style"] == "point_count"
             ids = [mask_id(masks, t, row, x, y) for t, x, y in p["points"]]
             assert all(t in grid and t < row["duration"] and t * 2 == int(t * 2) for t, _, _ in p["points"])
             for t in grid:  # every visible match at t, and only those
