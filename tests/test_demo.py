@@ -20,7 +20,7 @@ def test_quick_demo_learns(tmp_path):
     assert len((held_out / "text.jsonl").read_text().splitlines()) == QUICK.eval_images  # one text row per image
     # Stage 1, long enough to tell, must learn: its held-out loss falls by 30% or more. It starts from a text-pretrained
     # LM that already answers from the text grid: on the 2-core machine its held-out loss starts at 0.81 and ends at
-    # 0.57 of that (the LM trained 1,200 steps started at ~1.5 and ended at 0.31-0.34 of it). Stage 2 then starts
+    # 0.57 of that (from the LM trained 1,200 steps it ended at 0.31-0.34 of its start). Stage 2 then starts
     # where the LM's text world already answers video questions, at a held-out loss of ~0.42, and its 25 quick steps
     # (most in warm-up) only must not lose it: measured 0.420 -> 0.453.
     for stage, fraction in ((1, 0.7), (2, 1.2)):

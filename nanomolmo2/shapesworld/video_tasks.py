@@ -156,8 +156,8 @@ def annotate_video(
         points = [[t, *xy] for t, o, colour, xy in seen if c in (None, colour) and s in (None, o["shape"])]
         count = sum(s in (None, o["shape"]) and any(c in (None, x) for x in colours_of(o)) for o in objects)
         kinds["pointing"].append({"task": "pointing", "label": label, "points": points})
-        kinds["counting"].append({"task": "counting", "label": label, "points": points, "count": count,
-                                  "style": COUNT_STYLE})  # fmt: skip
+        counting = {"task": "counting", "label": label, "points": points, "count": count, "style": COUNT_STYLE}
+        kinds["counting"].append(counting)
     for group in named_groups(objects):
         label = group[0]["label"] if len(group) == 1 else plural_label(group[0]["colour"], group[0]["shape"])
         tracks = {str(o["id"]): [[t, *xy] for t, o2, _, xy in seen if o2 is o] for o in group}
