@@ -1,13 +1,15 @@
 """The demo's training steps, side by side: what a stage-1 and a stage-2 step cost, and what makes them cheaper.
 
-    python bench/demo_step.py [--steps 12] [--data data/demo/train]
+    python bench/demo_step.py [--steps 12] [--data data/demo/train] [--variants default,malloc]
 
 Each variant trains `--steps` steps of the demo's stage configs (tiny_stage1 compiled, tiny_stage2 eager, bf16
 autocast where the CPU has it; both on tiny_stage1's model with random weights: a step costs the same) in its own
 fresh process, one after the other, and reports the median step time after two warm-up steps (the first
 compiles). Variants:
 
-- `default`: as `make demo` runs them before any tuning here;
+- `default`: as `make demo` runs them (the base vocabulary's embedding rows frozen, as Molmo2 keeps them);
+- `embedding trained`: the whole 151,936-row embedding table trained (`freeze_embedding = false`), as the demo
+  ran before: its dense gradient (117 MB at width 192) is filled at every step and AdamW updates every row;
 - `malloc`: glibc's allocator keeps freed memory instead of handing big blocks back to the kernel
   (`MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_TOP_PAD_`): every step allocates the same big
   tensors (the 151,936-row embedding gradient alone is 117 MB at width 192), and each fresh mapping is paid for
@@ -36,7 +38,8 @@ MALLOC = {
     "MALLOC_TRIM_THRESHOLD_": "68719476736",
     "MALLOC_TOP_PAD_": "536870912",
 }
-VARIANTS = {"default": {}, "malloc": MALLOC}
+# name: (environment, config overrides)
+VARIANTS = {"default": ({}, {}), "embedding trained": ({}, {"freeze_embedding": False}), "malloc": (MALLOC, {})}
 
 CHILD = """
 import json, sys, time
@@ -44,7 +47,7 @@ from nanomolmo2.training.config import load_config
 from nanomolmo2.training.trainer import Trainer
 stage, steps, data, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 overrides = {"data": data, "out_dir": out, "max_steps": 1000, "save_every": 0, "eval_every": 0, "log": "tensorboard",
-             "output_vocabulary": "data", "compile": stage == 1}
+             "output_vocabulary": "data", "compile": stage == 1, **json.loads(sys.argv[5])}
 config = load_config(f"tiny_stage{stage}", overrides)
 config.model = load_config("tiny_stage1").model  # stage 2 starts from stage 1's model: the same architecture
 trainer = Trainer(config)
@@ -59,10 +62,10 @@ print("RESULT " + json.dumps({"times": times, "tokens": tokens}))
 """
 
 
-def run(stage: int, steps: int, data: str, env: dict) -> dict:
+def run(stage: int, steps: int, data: str, env: dict, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(stage), str(steps), data, out],
+            [sys.executable, "-c", CHILD, str(stage), str(steps), data, out, json.dumps(overrides)],
             env={**os.environ, **env}, capture_output=True, text=True, check=True,
         )  # fmt: skip
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
@@ -74,12 +77,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--data", default="data/demo/train")
     parser.add_argument("--stages", default="1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names, the first the base")
     args = parser.parse_args()
     rows = []
     for stage in (int(s) for s in args.stages.split(",")):
         base = None
-        for name, env in VARIANTS.items():
-            result = run(stage, args.steps, args.data, env)
+        for name in args.variants.split(","):
+            env, overrides = VARIANTS[name]
+            result = run(stage, args.steps, args.data, env, overrides)
             median = statistics.median(result["times"][2:])
             base = base or median
             tokens = statistics.mean(result["tokens"][2:])

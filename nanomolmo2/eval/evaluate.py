@@ -7,7 +7,7 @@ greedily in batches and scored with metrics.py:
     caption_accuracy   the set of (colour, shape) the caption names == the objects in the image
     vqa_accuracy       VQA v2 score (normalised exact match)   count_accuracy   points in the answer (also ±1)
     point_f1           Hungarian-matched points inside masks  text_accuracy    as vqa_accuracy
-    video_qa_accuracy, video_point_f1 (a hit needs the object's mask at the predicted time)
+    video_qa_accuracy, video_point_f1 (a hit: inside the object's mask in the frame of the predicted time)
 
 Each metric comes with its standard error over the queries (`<metric>_stderr`). `blank=True` asks everything
 again with every image, and every video frame, blank: the gap to the real score shows the model looks.
@@ -38,8 +38,8 @@ from .metrics import count_scores, pointing_scores, video_pointing_scores, vqa_s
 log = logging.getLogger(__name__)
 BLANK_COLOUR = (235, 235, 235)  # a light grey like ShapesWorld's backgrounds, with nothing on it
 # The longest answer each kind may generate (tokens): a little over the longest ShapesWorld answer of the kind, so
-# that a model that does not stop costs little (video points: 99% of answers fit; the rest are cut, not dropped).
-MAX_NEW_TOKENS = {"caption": 48, "vqa": 8, "count": 72, "point": 72, "text": 16, "video_qa": 10, "video_point": 224}
+# that a model that does not stop costs little (the rest is cut, not dropped).
+MAX_NEW_TOKENS = {"caption": 48, "vqa": 8, "count": 72, "point": 72, "text": 16, "video_qa": 10, "video_point": 72}
 IMAGE_KINDS, VIDEO_KINDS = ("caption", "vqa", "count", "point"), ("video_qa", "video_point")
 
 
@@ -147,8 +147,17 @@ def score(query: Query, answer: str) -> dict[str, float]:
         return {f"point_{k}": v for k, v in scores.items()}
     stored = np.load(resolve_media(query.root, query.row["masks"]))
     label_maps, times = stored["masks"], np.asarray(stored["times"])
-    # one mask per ground-truth point, at its own time only (the frame nearest to it)
-    masks = [{t: _object_mask(label_maps[int(np.argmin(np.abs(times - t)))], x, y)} for t, x, y in query.truth]
+
+    def label_map(t: float) -> np.ndarray:  # the frame nearest to time t
+        return label_maps[int(np.argmin(np.abs(times - t)))]
+
+    # As Molmo2-VideoPoint's masks: a ground-truth point (one per object) has its object's mask in every frame the
+    # model was shown where the object is visible, so pointing at the object at any of those times is a hit.
+    shown = [round(float(t), 1) for t in query.request.video[1]]
+    masks = []
+    for t, x, y in query.truth:
+        label = label_map(t)[int(round(y)), int(round(x))]
+        masks.append({s: mask for s in shown if (mask := label_map(s) == label).any()})
     scores = video_pointing_scores(answer, query.truth, masks, (width, height), query.row["duration"])
     return {f"video_point_{k}": v for k, v in scores.items()}
 

@@ -153,10 +153,14 @@ def annotate_video(
     kinds["pointing"], kinds["counting"], kinds["tracking"] = [], [], []
     for c, s in pick(rng, present, 3) + absent[:1]:
         label = plural_label(c, s)
-        points = [[t, *xy] for t, o, colour, xy in seen if c in (None, colour) and s in (None, o["shape"])]
-        count = sum(s in (None, o["shape"]) and any(c in (None, x) for x in colours_of(o)) for o in objects)
+        # Molmo2-VideoPoint's way: every matching object pointed at once, in the first frame it matches
+        first: dict[int, list[float]] = {}
+        for t, o, colour, xy in seen:
+            if c in (None, colour) and s in (None, o["shape"]):
+                first.setdefault(id(o), [t, *xy])
+        points = list(first.values())
         kinds["pointing"].append({"task": "pointing", "label": label, "points": points})
-        counting = {"task": "counting", "label": label, "points": points, "count": count, "style": COUNT_STYLE}
+        counting = {"task": "counting", "label": label, "points": points, "count": len(points), "style": COUNT_STYLE}
         kinds["counting"].append(counting)
     for group in named_groups(objects):
         label = group[0]["label"] if len(group) == 1 else plural_label(group[0]["colour"], group[0]["shape"])

@@ -15,8 +15,8 @@ The annotations (video_tasks.py):
                   ["turns <colour> at <t> seconds"] ["disappears at <t> seconds"], joined by ", " and a final " and "
       direction = "left to right" | "right to left" | "top to bottom" | "bottom to top"
   e.g. "A red circle moves from left to right. A blue square appears at 2.5 seconds and stays still."
-- pointing / counting: [t, x, y] points at t = 0, 0.5, 1, ... (every 2-fps frame) of every object that matches the
-  label in that frame (with its colour then); count = the distinct objects that ever match.
+- pointing / counting: one [t, x, y] point per object that matches the label, in the first 2-fps frame where it
+  matches (with its colour then), as Molmo2-VideoPoint's annotators point once at each object; count = the points.
 - tracking: the [t, x, y] tracks, at 2 fps while visible, of the objects named by their first colour and shape.
 - vqa: a colour, a place or the number of shapes at a named frame, which shape appears last, when an object changes
   colour, which way the moving object goes.
@@ -50,8 +50,9 @@ from .motion import MAX_OBJECTS, colour_at, on_grid, place_moving_objects, track
 from .scene import BACKGROUNDS, COLOURS, LEVELS, draw_distractors, draw_object
 from .video_tasks import annotate_video
 
-# 2: one moving object at most, events on the 2-fps grid, frame-level VQA; 3: counts write points; 4: points first
-VERSION = 4
+# 2: one moving object at most, events on the 2-fps grid, frame-level VQA; 3: counts write points; 4: points first;
+# 5: one point per object (its first matching frame), not one per frame
+VERSION = 5
 
 
 @dataclass

@@ -149,3 +149,36 @@ def test_blank_variants_of_the_first_queries_of_each_kind():
         ("point", "point 2"),
     ]  # fmt: skip
     assert first_of_each_kind(queries, None) == queries
+
+
+def timed_point(t: float, x: float, y: float, k: int, row: dict) -> str:
+    """One video point as an answer writes it: time, index, x and y on the 0..1000 scale."""
+    return f"{t:.1f} {k} {round(x / row['width'] * 1000)} {round(y / row['height'] * 1000)}"
+
+
+def test_a_video_point_hits_its_object_in_any_frame_shown_where_it_is_visible(tmp_path):
+    """ShapesWorld's video masks as Molmo2-VideoPoint's: one point per object, a hit anywhere along its track."""
+    write_shapesworld_videos(tmp_path, 12, seed=0, image_size=112)
+    queries = [q for q in video_queries(tmp_path, 16, per_kind=4) if q.kind == "video_point" and q.truth]
+    checked = 0
+    for query in queries:
+        row = query.row
+        masks = np.load(tmp_path / row["masks"])["masks"]
+        truth = ";".join(timed_point(t, x, y, k + 1, row) for k, (t, x, y) in enumerate(query.truth))
+        assert score(query, f'<points coords="{truth}">x</points>')["video_point_f1"] == pytest.approx(1.0)
+        if len(query.truth) > 1:
+            continue
+        ((t, x, y),) = query.truth
+        object_id = masks[int(round(t * row["fps"])), int(round(y)), int(round(x))]
+        for later in query.request.video[1]:  # the object at another time shown: a hit where it is visible, else a miss
+            if later == t:
+                continue
+            ys, xs = np.nonzero(masks[int(round(later * row["fps"]))] == object_id)
+            if len(xs):
+                answer = f'<points coords="{timed_point(later, xs[len(xs) // 2], ys[len(xs) // 2], 1, row)}">x</points>'
+                assert score(query, answer)["video_point_f1"] == pytest.approx(1.0)
+                checked += 1
+            else:
+                answer = f'<points coords="{timed_point(later, x, y, 1, row)}">x</points>'
+                assert score(query, answer)["video_point_f1"] == 0.0
+    assert checked >= 10

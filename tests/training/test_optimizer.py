@@ -67,3 +67,20 @@ def test_frozen_components_have_no_gradients_or_state(tmp_path):
     freeze_components(everything_frozen, tiny_config(tmp_path, tmp_path, lr_llm=0.0, freeze_connector=True))
     with pytest.raises(ValueError, match="nothing to train"):
         trainable_groups(everything_frozen)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_base_embedding_rows_stay_as_molmo2_keeps_them(tmp_path, tied):
+    """Molmo2's ft_embedding = "lm_head": the base rows get no gradient; new rows, final norm, an untied head do."""
+    config = tiny_config(tmp_path, tmp_path)
+    config.model.llm.tie_word_embeddings = tied
+    model = NanoMolmo2(config.model)
+    freeze_components(model, config)
+    groups = trainable_groups(model)
+    trained = {id(p) for params in groups.values() for p in params}
+    assert id(model.llm.embed_tokens.weight) not in trained and id(model.llm.embed_tokens.new_weight) in trained
+    assert id(model.llm.norm.weight) in trained
+    assert tied == (model.llm.lm_head is None) and (tied or id(model.llm.lm_head.weight) in trained)
+    config.freeze_embedding = False
+    freeze_components(model, config)
+    assert model.llm.embed_tokens.weight.requires_grad
