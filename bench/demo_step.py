@@ -3,9 +3,9 @@
     python bench/demo_step.py [--steps 12] [--data data/demo/train] [--variants default,malloc]
 
 Each variant trains `--steps` steps of the demo's stage configs (tiny_stage1 compiled, tiny_stage2 eager, bf16
-autocast where the CPU has it; both on tiny_stage1's model with random weights: a step costs the same) in its own
-fresh process, one after the other, and reports the median step time after two warm-up steps (the first
-compiles). Variants:
+autocast where the CPU has it; both from the committed pretrained parts with a new connector, as the demo's stage
+1 starts) in its own fresh process, one after the other, and reports the median step time after two warm-up steps
+(the first compiles). Variants:
 
 - `default`: as `make demo` runs them (the base vocabulary's embedding rows frozen, as Molmo2 keeps them);
 - `embedding trained`: the whole 151,936-row embedding table trained (`freeze_embedding = false`), as the demo
@@ -45,9 +45,12 @@ CHILD = """
 import json, sys, time
 from nanomolmo2.training.config import load_config
 from nanomolmo2.training.trainer import Trainer
+from nanomolmo2.pretrain.parts import pretrained_folders
 stage, steps, data, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-overrides = {"data": data, "out_dir": out, "max_steps": 1000, "save_every": 0, "eval_every": 0, "log": "tensorboard",
-             "output_vocabulary": "data", "compile": stage == 1, **json.loads(sys.argv[5])}
+vision, qwen3 = pretrained_folders(out)
+overrides = {"data": data, "out_dir": out + "/run", "max_steps": 1000, "save_every": 0, "eval_every": 0,
+             "log": "tensorboard", "output_vocabulary": "data", "compile": stage == 1, "vision_path": str(vision),
+             "qwen3_path": str(qwen3), **json.loads(sys.argv[5])}
 config = load_config(f"tiny_stage{stage}", overrides)
 config.model = load_config("tiny_stage1").model  # stage 2 starts from stage 1's model: the same architecture
 trainer = Trainer(config)

@@ -61,8 +61,9 @@ class TrainConfig:
     freeze_vision: bool = True
     freeze_connector: bool = False
     freeze_llm: bool = False
-    # Molmo2's default (`ft_embedding = "lm_head"`): the base vocabulary's embedding rows stay as the LLM had them;
-    # the 128 new rows, the final norm and an untied head train (a head tied to the table, as Qwen3's, stays too)
+    # Molmo2's default (`ft_embedding = "lm_head"`): a pretrained LLM's (qwen3_path, init_from) base-vocabulary
+    # embedding rows stay as they were; the 128 new rows, the final norm and an untied head train (a head tied to
+    # the table, as Qwen3's, stays too). An LLM from random weights trains its whole table.
     freeze_embedding: bool = True
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.95])

@@ -2,8 +2,8 @@
 
 Groups (docs/MOLMO2.md, Optimizer and schedule): the vision encoder, the connector (with the 128 new special-token
 embedding rows, which are new like the connector), and the LLM — each with its own peak lr and warmup.
-A frozen component (its `freeze_*` flag, or lr 0) gets no gradients and no optimizer state; neither does the
-base vocabulary's embedding table while `freeze_embedding` holds (Molmo2's default).
+A frozen component (its `freeze_*` flag, or lr 0) gets no gradients and no optimizer state; neither does a
+pretrained LLM's base-vocabulary embedding table while `freeze_embedding` holds (Molmo2's default).
 
 Schedule per group: linear warmup from 0 to the peak over `warmup` steps, then cosine decay to
 `min_ratio` x peak at `max_steps`.
@@ -45,7 +45,9 @@ def freeze_components(model: nn.Module, config: TrainConfig) -> None:
             model.vision.freeze()  # also eval mode and no_grad: no activations are kept
         for p in params:
             p.requires_grad_(not frozen)
-    if config.freeze_embedding:  # and no dense 151,936-row gradient to fill at every step
+    # a pretrained LLM's table is kept (and no dense 151,936-row gradient is filled at every step); a table that
+    # starts random, in a run from scratch, has to learn
+    if config.freeze_embedding and (config.qwen3_path or config.init_from):
         model.llm.embed_tokens.weight.requires_grad_(False)
 
 

@@ -71,10 +71,14 @@ def test_frozen_components_have_no_gradients_or_state(tmp_path):
 
 @pytest.mark.parametrize("tied", [True, False])
 def test_the_base_embedding_rows_stay_as_molmo2_keeps_them(tmp_path, tied):
-    """Molmo2's ft_embedding = "lm_head": the base rows get no gradient; new rows, final norm, an untied head do."""
+    """Molmo2's ft_embedding = "lm_head": a pretrained LLM's base rows get no gradient; new rows, final norm and an
+    untied head do."""
     config = tiny_config(tmp_path, tmp_path)
     config.model.llm.tie_word_embeddings = tied
     model = NanoMolmo2(config.model)
+    freeze_components(model, config)  # from random weights: the table has to learn
+    assert model.llm.embed_tokens.weight.requires_grad
+    config.qwen3_path = str(tmp_path / "qwen3")  # a pretrained LLM (freeze_components reads the setting only)
     freeze_components(model, config)
     groups = trainable_groups(model)
     trained = {id(p) for params in groups.values() for p in params}
