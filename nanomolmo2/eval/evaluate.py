@@ -38,7 +38,7 @@ from .metrics import count_scores, pointing_scores, video_pointing_scores, vqa_s
 log = logging.getLogger(__name__)
 BLANK_COLOUR = (235, 235, 235)  # a light grey like ShapesWorld's backgrounds, with nothing on it
 # The longest answer each kind may generate (tokens): a little over the longest ShapesWorld answer of the kind, so
-# that a model that does not stop costs little (the rest is cut, not dropped).
+# that a model that does not stop costs little (a longer answer is cut, not dropped).
 MAX_NEW_TOKENS = {"caption": 48, "vqa": 8, "count": 72, "point": 72, "text": 16, "video_qa": 10, "video_point": 72}
 IMAGE_KINDS, VIDEO_KINDS = ("caption", "vqa", "count", "point"), ("video_qa", "video_point")
 
