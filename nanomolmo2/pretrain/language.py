@@ -73,6 +73,9 @@ class LanguagePretraining:
     # points and captions moved to their cell's centre (text_world.on_grid), else the data's own: centred points
     # taught "where" in text but not through the connector, true ones did better at stage 1 (docs/LOG.md)
     centred_points: bool = False
+    # up to this many newlines before each grid: a place is read from the grid, not from its distance to BOS, which
+    # only an image's grid keeps (docs/LOG.md)
+    grid_shift: int = 32
     seed: int = 0
     compile: bool = True
 
@@ -178,7 +181,7 @@ def pretrain(config: LanguagePretraining) -> LanguageModel:
     processor = Processor()
     stream = text_world_stream(
         config.data, config.mixture, processor, config.seed, config.image_side, config.frame_side,
-        config.max_frames, config.seq_len, config.every_token, config.centred_points,
+        config.max_frames, config.seq_len, config.every_token, config.centred_points, config.grid_shift,
     )  # fmt: skip
     vocabulary = tuple(text_world_vocabulary(config.data, processor.tokenizer, config.image_side))
     model = LanguageModel(LanguageModelConfig(**config.llm, output_token_ids=vocabulary))

@@ -168,10 +168,14 @@ def text_world_example(
     max_len: int | None = None,
     every_token: bool = False,
     centred_points: bool = False,
+    max_shift: int = 0,
 ) -> TokenizedExample:
     """Item `index` of a ShapesWorld dataset (its conversations as the vision-language model gets them), with the
     image or the video written as text. image_side / frame_side: cells per side (the vision tokens per side).
-    centred_points: the scene put on the grid (`on_grid`), else the row's own points and captions."""
+    centred_points: the scene put on the grid (`on_grid`), else the row's own points and captions.
+    max_shift: up to this many newlines (a random number) between BOS and the grid, so that a cell's place cannot
+    be read from its distance to the start of the text, only from the grid itself, as it must be in a video's
+    later frames (docs/LOG.md)."""
 
     def rewrite(data: dict) -> dict:
         if "video" in data:
@@ -191,6 +195,8 @@ def text_world_example(
     else:
         prefix = ""
     prefix_ids = processor.tokenizer.encode(prefix)
+    if prefix and max_shift:
+        prefix_ids = processor.tokenizer.encode("\n") * int(rng.integers(0, max_shift + 1)) + prefix_ids
     budget = None if max_len is None else max_len - len(prefix_ids)
     text_only = Example(conversations=conversations, source=example.source)
     return with_text_prefix(tokenize_example(text_only, processor, max_len=budget), prefix_ids, every_token)
@@ -207,6 +213,7 @@ def text_world_stream(
     max_len: int | None = None,
     every_token: bool = False,
     centred_points: bool = False,
+    max_shift: int = 0,
 ) -> Iterator[TokenizedExample]:
     """Endless text-world examples drawn from a ShapesWorld folder by a training mixture (data_root.py), every
     annotation of a row in a fresh random order at each draw."""
@@ -215,7 +222,7 @@ def text_world_stream(
         rng = np.random.default_rng([seed, position])
         yield text_world_example(
             datasets.datasets[dataset], index, processor, rng, image_side, frame_side, max_len, every_token,
-            centred_points,
+            centred_points, max_shift,
         )  # fmt: skip
 
 
@@ -226,7 +233,7 @@ def text_world_vocabulary(folder: str | Path, tokenizer: Tokenizer, side: int = 
     words = [cell_word(c, s) for c in COLOUR_LETTERS for s in SHAPE_LETTERS]
     words += [cell_name(r, c) for r in range(side) for c in range(side)]
     grid = GRID_START + "".join(words) + GRID_END  # every word a grid can hold
-    ids.update(tokenizer.encode(BOS_TOKEN + " ".join(f"{t / 2:.1f} {grid}" for t in range(200))))
+    ids.update(tokenizer.encode(BOS_TOKEN + "\n" + " ".join(f"{t / 2:.1f} {grid}" for t in range(200))))
     ids.update(user_turn(tokenizer, "", first=True) + user_turn(tokenizer, "", first=False))
     ids.update(answer_turn(tokenizer, ""))
     questions = list(CAPTION_PROMPTS + VIDEO_CAPTION_PROMPTS)

@@ -110,6 +110,28 @@ def test_text_world_example_has_the_vision_examples_layout(folder, kind):
         )  # one word per patch, one marker per marker
 
 
+@pytest.mark.parametrize("kind", ["pointing", "video"])
+def test_a_shifted_grid_is_the_same_example_after_some_newlines(folder, kind):
+    """max_shift: 0..max_shift newlines between BOS and the grid (no loss on them), the rest token for token the
+    unshifted example, its positions moved on by as many; different examples get different shifts."""
+    dataset = next(iter(build_mixture(folder, [[1.0, [kind]]], 0, max_frames=8).datasets))
+    newline = tokenizer().encode("\n")
+    shifts = set()
+    for index in range(min(6, len(dataset))):
+        plain = text_world_example(dataset, index, processor(), np.random.default_rng(index), 4, 4)
+        shifted = text_world_example(dataset, index, processor(), np.random.default_rng(index), 4, 4, max_shift=12)
+        n = len(shifted) - len(plain)
+        assert 0 <= n <= 12 and shifted.input_ids[1 : 1 + n].tolist() == newline * n
+        keep = [0] + list(range(1 + n, len(shifted)))
+        assert shifted.input_ids[keep].tolist() == plain.input_ids.tolist()
+        assert shifted.labels[keep].tolist() == plain.labels.tolist()
+        assert (shifted.labels[1 : 1 + n] == IGNORE_INDEX).all()
+        assert shifted.position_ids[: 1 + n].tolist() == list(range(1 + n))
+        assert shifted.position_ids[1 + n :].tolist() == (plain.position_ids[1:] + n).tolist()
+        shifts.add(n)
+    assert len(shifts) > 1
+
+
 def test_every_token_mode_puts_the_loss_everywhere_but_keeps_the_layout(folder):
     dataset = next(iter(build_mixture(folder, [[1.0, ["pointing"]]], 0).datasets))
     answers = text_world_example(dataset, 0, processor(), np.random.default_rng(0), 4, 4)
